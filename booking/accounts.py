@@ -1,0 +1,169 @@
+"""Accounts and bearer tokens.
+
+Passwords are hashed with argon2; tokens are random and only their SHA-256 is stored, so a
+copy of the database cannot be used to log in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from booking import repository as repo
+from booking.errors import AccountExists, Unauthorized
+from booking.models import Account, ApiToken
+from booking.schemas import AccountCreate, SessionCreate, TokenPublic
+from capacity.clock import Clock
+
+ROLES = ("tourist", "admin", "manager", "operator", "gate")
+
+# A dummy hash to verify against when the login is unknown, so both answers take as long.
+_passwords = PasswordHasher()
+_DUMMY_HASH = _passwords.hash("not a real password")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a tourist's account, or a staff token with a role and sites."""
+
+    token_hash: str
+    role: str
+    account_id: str | None
+    sites: tuple[str, ...] = ()
+    gate: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return self.account_id or f"token:{self.token_hash[:12]}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Accounts:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        token_ttl: timedelta,
+        cache_seconds: float = 10.0,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._token_ttl = token_ttl
+        # A short per-process cache keeps the booking path free of a token query per request;
+        # a revoked token stops working within `cache_seconds` on every replica.
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal, datetime]] = {}
+
+    async def register(self, body: AccountCreate) -> TokenPublic:
+        field, value = body.login
+        password_hash = await asyncio.to_thread(_passwords.hash, body.password)
+        now = self._clock.now()
+        account = Account(
+            id=secrets.token_hex(16),
+            password_hash=password_hash,
+            created_at=now,
+            **{field: value},
+        )
+        try:
+            async with self._sessions() as session, session.begin():
+                await repo.add_account(session, account)
+                token = await self._issue(session, account_id=account.id, role="tourist")
+        except IntegrityError as error:
+            raise AccountExists(f"an account with this {field} exists") from error
+        return token
+
+    async def login(self, body: SessionCreate) -> TokenPublic:
+        field, value = body.login
+        async with self._sessions() as session:
+            account = await repo.account_by_login(session, field, value)
+        stored = account.password_hash if account else _DUMMY_HASH
+        try:
+            await asyncio.to_thread(_passwords.verify, stored, body.password)
+        except VerificationError:
+            account = None
+        if account is None:
+            raise Unauthorized("wrong login or password")
+        async with self._sessions() as session, session.begin():
+            return await self._issue(session, account_id=account.id, role="tourist")
+
+    async def create_staff_token(
+        self,
+        *,
+        role: str,
+        sites: list[str],
+        gate: str | None = None,
+        label: str = "",
+        ttl: timedelta | None = None,
+    ) -> TokenPublic:
+        if role not in ROLES or role == "tourist":
+            raise ValueError(f"unknown staff role {role!r}")
+        async with self._sessions() as session, session.begin():
+            return await self._issue(
+                session, account_id=None, role=role, sites=sites, gate=gate, label=label, ttl=ttl
+            )
+
+    async def authenticate(self, token: str) -> Principal:
+        token_hash = hash_token(token)
+        now = self._clock.now()
+        cached = self._cache.get(token_hash)
+        if cached is not None and cached[0] > time.monotonic() and cached[2] > now:
+            return cached[1]
+        async with self._sessions() as session:
+            row = await repo.get_token(session, token_hash)
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
+            self._cache.pop(token_hash, None)
+            raise Unauthorized("the token is unknown, expired or revoked")
+        principal = Principal(
+            token_hash=token_hash,
+            role=row.role,
+            account_id=row.account_id,
+            sites=tuple(row.sites),
+            gate=row.gate,
+        )
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[token_hash] = (time.monotonic() + self._cache_seconds, principal, row.expires_at)
+        return principal
+
+    async def _issue(
+        self,
+        session: AsyncSession,
+        *,
+        account_id: str | None,
+        role: str,
+        sites: list[str] | None = None,
+        gate: str | None = None,
+        label: str = "",
+        ttl: timedelta | None = None,
+    ) -> TokenPublic:
+        token = secrets.token_urlsafe(32)
+        now = self._clock.now()
+        expires_at = now + (ttl or self._token_ttl)
+        await repo.add_token(
+            session,
+            ApiToken(
+                token_hash=hash_token(token),
+                account_id=account_id,
+                role=role,
+                sites=sites or [],
+                gate=gate,
+                label=label,
+                created_at=now,
+                expires_at=expires_at,
+            ),
+        )
+        return TokenPublic(token=token, expires_at=expires_at, account_id=account_id, role=role)

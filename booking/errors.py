@@ -1,0 +1,53 @@
+"""Booking's errors: the rest of the family started in `capacity.errors`."""
+
+from __future__ import annotations
+
+from capacity.errors import TidegateError
+
+
+class NotFound(TidegateError):
+    code, status, title = "not-found", 404, "Not found"
+
+
+class HoldExpired(TidegateError):
+    code, status, title = "hold-expired", 410, "The hold expired and its places were released"
+
+
+class InvalidTransition(TidegateError):
+    code, status, title = "invalid-transition", 409, "The reservation cannot do that now"
+
+
+class AccountExists(TidegateError):
+    code, status, title = "account-exists", 409, "An account with this email or phone exists"
+
+
+class Unauthorized(TidegateError):
+    code, status, title = "unauthorized", 401, "A valid bearer token is required"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.headers["WWW-Authenticate"] = 'Bearer realm="tidegate"'
+
+
+class Forbidden(TidegateError):
+    code, status, title = "forbidden", 403, "This token may not do that"
+
+
+class IdempotencyKeyReused(TidegateError):
+    code, status, title = (
+        "idempotency-key-reused",
+        422,
+        "This Idempotency-Key was used for a different request",
+    )
+
+
+class RequestInFlight(TidegateError):
+    code, status, title = (
+        "request-in-flight",
+        409,
+        "A request with this Idempotency-Key is still being processed",
+    )
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.headers["Retry-After"] = "1"

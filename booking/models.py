@@ -1,0 +1,230 @@
+"""The record: SQL tables (ARCHITECTURE §4).
+
+SQL is the proof half of "Redis decides, SQL proves": the partial unique indexes on
+`visitor` make it impossible for two *active* visitors to hold the same slot unit, the same
+day unit, or the same person's place twice on one site-day, whatever Redis said.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import JSON, Column, Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Stores instants as naive UTC and gives them back aware, on SQLite and PostgreSQL alike."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: give a UTC offset")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _instant(**kwargs: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kwargs)
+
+
+class ReservationStatus(StrEnum):
+    held = "held"
+    confirmed = "confirmed"
+    cancelled = "cancelled"
+    expired = "expired"
+    checked_in = "checked_in"
+    completed = "completed"
+    no_show = "no_show"
+
+    @property
+    def holds_places(self) -> bool:
+        return self in ACTIVE_STATUSES
+
+
+ACTIVE_STATUSES = frozenset(
+    {ReservationStatus.held, ReservationStatus.confirmed, ReservationStatus.checked_in}
+)
+
+
+class SlotStatus(StrEnum):
+    open = "open"
+    closed = "closed"
+
+
+class Site(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    name_zh: str = Field(max_length=100)
+    name_en: str = Field(max_length=200)
+    kind: str = Field(max_length=20)
+    lat: float
+    lon: float
+    timezone: str = Field(default="Asia/Shanghai", max_length=64)
+    opens: time
+    closes: time
+    last_entry: time
+    closed_weekdays: list[int] = Field(default_factory=list, sa_column=Column(JSON))
+    daily_cap: int
+    instant_cap: int
+    average_stay_minutes: int
+    horizon_days: int
+    release_time: time
+    same_day_sales: bool = True
+    party_size_limit: int = 5
+    real_name: bool = True
+    sources: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class Gate(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=100)
+    site_id: str = Field(foreign_key="site.id", index=True, max_length=64)
+    name_zh: str = Field(max_length=100)
+    name_en: str = Field(max_length=200)
+    lat: float
+    lon: float
+    direction: str = Field(default="both", max_length=10)
+    flow_per_minute: int = 60
+
+
+class SlotTemplate(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "slot_template"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: str = Field(foreign_key="site.id", index=True, max_length=64)
+    label: str = Field(max_length=40)
+    start: time
+    end: time
+    capacity: int
+    repeat_minutes: int | None = None
+    weekdays: list[int] = Field(default_factory=lambda: list(range(7)), sa_column=Column(JSON))
+
+
+class Slot(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("site_id", "visit_date", "start"),)
+
+    id: str = Field(primary_key=True, max_length=100)
+    site_id: str = Field(foreign_key="site.id", max_length=64)
+    visit_date: date
+    start: time
+    end: time
+    label: str = Field(default="", max_length=40)
+    capacity: int
+    status: SlotStatus = Field(default=SlotStatus.open, sa_type=sa.String(10))
+
+
+class Account(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32)
+    email: str | None = Field(default=None, unique=True, max_length=254)
+    phone: str | None = Field(default=None, unique=True, max_length=20)
+    password_hash: str = Field(max_length=200)
+    created_at: datetime = _instant()
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "api_token"  # type: ignore[misc]
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    account_id: str | None = Field(default=None, foreign_key="account.id", index=True)
+    role: str = Field(max_length=20)
+    sites: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    gate: str | None = Field(default=None, max_length=100)
+    label: str = Field(default="", max_length=100)
+    created_at: datetime = _instant()
+    expires_at: datetime = _instant()
+    revoked_at: datetime | None = _instant(default=None)
+
+
+class Reservation(SQLModel, table=True):
+    __table_args__ = (sa.Index("ix_reservation_hold_expiry", "status", "hold_expires_at"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    owner_id: str = Field(foreign_key="account.id", index=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", max_length=64)
+    slot_id: str = Field(foreign_key="slot.id", index=True, max_length=100)
+    visit_date: date
+    status: ReservationStatus = Field(sa_type=sa.String(12))
+    party_size: int
+    hold_expires_at: datetime = _instant()
+    ticket_secret: str | None = Field(default=None, max_length=64)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _instant()
+    updated_at: datetime = _instant()
+
+
+class Visitor(SQLModel, table=True):
+    __table_args__ = (
+        # The proof: two active visitors can never share a unit or a person's site-day.
+        sa.Index(
+            "uq_visitor_slot_unit",
+            "slot_id",
+            "slot_unit",
+            unique=True,
+            sqlite_where=sa.text("active"),
+            postgresql_where=sa.text("active"),
+        ),
+        sa.Index(
+            "uq_visitor_day_unit",
+            "site_id",
+            "visit_date",
+            "day_unit",
+            unique=True,
+            sqlite_where=sa.text("active"),
+            postgresql_where=sa.text("active"),
+        ),
+        sa.Index(
+            "uq_visitor_person_day",
+            "site_id",
+            "visit_date",
+            "id_hash",
+            unique=True,
+            sqlite_where=sa.text("active"),
+            postgresql_where=sa.text("active"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    reservation_id: str = Field(foreign_key="reservation.id", index=True, max_length=32)
+    site_id: str = Field(max_length=64)
+    slot_id: str = Field(max_length=100)
+    visit_date: date
+    position: int
+    name: str = Field(max_length=100)
+    id_type: str = Field(max_length=20)
+    id_hash: str = Field(max_length=64)
+    id_masked: str = Field(max_length=40)
+    slot_unit: int
+    day_unit: int
+    active: bool = True
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "idempotency_record"  # type: ignore[misc]
+
+    owner_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)
+    status_code: int
+    body: str
+    created_at: datetime = _instant()
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "audit_event"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _instant()
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=60)
+    site_id: str | None = Field(default=None, max_length=64, index=True)
+    target: str = Field(max_length=200)
+    before: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    after: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))

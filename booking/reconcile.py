@@ -1,0 +1,249 @@
+"""Bringing Redis back to what SQL proves (ARCHITECTURE §2, points 3, 5 and 6).
+
+- `rebuild` replaces one site-day's counters with the units active in SQL. It runs at
+  start-up for days without counters, whenever a booking finds a unit conflict (Redis was
+  stale), and whenever a booking finds no counters at all (Redis restarted empty).
+- `reconcile` compares Redis with SQL for every active site-day: units that SQL holds but Redis
+  counts free are dangerous (Redis could sell them again), so the day is rebuilt at once; units
+  Redis counts taken without an active visitor in SQL are leaks (an undersell), returned once
+  they have stayed leaked longer than the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from booking import repository as repo
+from booking.catalog import is_open_on, minute_of_day, sales_close_at, sales_open_at, slot_key
+from booking.models import SlotStatus
+from capacity.clock import Clock, to_millis
+from capacity.counters import Counters, DayPlan, SlotPlan
+from capacity.errors import CapacityUnavailable
+from capacity.keys import SiteDay
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DayDrift:
+    """What one reconcile pass found for one site-day."""
+
+    site_day: SiteDay
+    missing: int = 0  # units active in SQL that Redis counted free
+    leaked: int = 0  # units Redis counted taken without an active visitor
+    returned: int = 0  # leaked units returned this pass (older than the grace period)
+    rebuilt: bool = False
+
+
+@dataclass
+class ReconcileReport:
+    days: list[DayDrift] = field(default_factory=list)
+
+    @property
+    def drift(self) -> int:
+        return sum(day.missing + day.leaked for day in self.days)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        counters: Counters,
+        clock: Clock,
+        grace: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self._sessions = sessions
+        self._counters = counters
+        self._clock = clock
+        self._grace = grace
+        self._pending: dict[SiteDay, asyncio.Task[bool]] = {}
+
+    async def rebuild(self, site_day: SiteDay) -> bool:
+        """Rebuild one site-day from SQL; False if another replica is already doing it."""
+        lock = site_day.rebuild_lock
+        if not await self._counters.try_lock(lock, ttl_ms=30_000):
+            return False
+        try:
+            # Fail closed while SQL is read: bookings answer 503 instead of using old counters.
+            await self._counters.forget(site_day)
+            plan = await self._plan(site_day)
+            if plan is None:
+                return False
+            await self._counters.rebuild(
+                site_day, plan, epoch=str(to_millis(self._clock.now()))
+            )
+            log.info("counters rebuilt", extra={"site_day": str(site_day)})
+            return True
+        finally:
+            await self._counters.unlock(lock)
+
+    def schedule(self, site_day: SiteDay) -> None:
+        """Rebuild in the background, once per site-day at a time (the booking path never waits)."""
+        if site_day in self._pending:
+            return
+        task = asyncio.get_running_loop().create_task(self._rebuild_quietly(site_day))
+        self._pending[site_day] = task
+        task.add_done_callback(lambda _: self._pending.pop(site_day, None))
+
+    async def wait_pending(self) -> None:
+        """For tests and shutdown: wait for scheduled rebuilds to finish."""
+        while self._pending:
+            await asyncio.gather(*self._pending.values(), return_exceptions=True)
+
+    async def rebuild_missing(self) -> int:
+        """Build the counters of every active site-day that has none (start-up, Redis restart)."""
+        built = 0
+        for site_day in await self._active_days():
+            if not await self._counters.is_built(site_day) and await self.rebuild(site_day):
+                built += 1
+        return built
+
+    async def reconcile(self) -> ReconcileReport:
+        report = ReconcileReport()
+        for site_day in await self._active_days():
+            report.days.append(await self.reconcile_day(site_day))
+        return report
+
+    async def reconcile_day(self, site_day: SiteDay) -> DayDrift:
+        drift = DayDrift(site_day)
+        if not await self._counters.is_built(site_day):
+            drift.rebuilt = await self.rebuild(site_day)
+            return drift
+        # SQL before and after the Redis snapshot: only visitors active in both reads count as
+        # "SQL holds it", so a cancel or a new booking racing this pass is not mistaken for drift.
+        before = await self._active_rows(site_day)
+        snapshot = await self._counters.snapshot(site_day)
+        after = await self._active_rows(site_day)
+        if snapshot is None:
+            drift.rebuilt = await self.rebuild(site_day)
+            return drift
+        stable = {row_id: row for row_id, row in before.items() if after.get(row_id) == row}
+        latest = after.values()
+
+        missing = 0
+        for slot_id, slot_unit, day_unit, id_hash in stable.values():
+            key = slot_id.rsplit(".", 1)[1]
+            if slot_unit not in snapshot.slot_taken.get(key, frozenset()):
+                missing += 1
+            if day_unit not in snapshot.day_taken:
+                missing += 1
+            if id_hash not in snapshot.visitor_ids:
+                missing += 1
+        plan = await self._plan(site_day)
+        caps_differ = plan is not None and (
+            plan.cap != snapshot.day_cap
+            or {s.key: s.cap for s in plan.slots} != snapshot.slot_caps
+        )
+        if missing or caps_differ:
+            drift.missing = missing
+            drift.rebuilt = await self.rebuild(site_day)
+            return drift
+
+        held_slot_units = {(r[0].rsplit(".", 1)[1], r[1]) for r in latest}
+        held_day_units = {r[2] for r in latest}
+        held_ids = {r[3] for r in latest}
+        suspects: set[str] = set()
+        for key, units in snapshot.slot_taken.items():
+            suspects.update(f"s:{key}:{u}" for u in units if (key, u) not in held_slot_units)
+        suspects.update(f"d:{u}" for u in snapshot.day_taken if u not in held_day_units)
+        suspects.update(f"i:{h}" for h in snapshot.visitor_ids if h not in held_ids)
+        drift.leaked = len(suspects)
+
+        now = self._clock.now()
+        first_seen = await self._counters.watch_suspects(site_day, suspects, now=now)
+        cutoff = to_millis(now - self._grace)
+        overdue = [name for name, seen in first_seen.items() if seen <= cutoff]
+        if overdue:
+            drift.returned = await self._return(site_day, overdue)
+            await self._counters.clear_suspects(site_day, overdue)
+        return drift
+
+    async def _return(self, site_day: SiteDay, names: Iterable[str]) -> int:
+        slot_units: dict[str, list[int]] = defaultdict(list)
+        day_units: list[int] = []
+        ids: list[str] = []
+        for name in names:
+            kind, _, rest = name.partition(":")
+            if kind == "s":
+                key, _, unit = rest.partition(":")
+                slot_units[key].append(int(unit))
+            elif kind == "d":
+                day_units.append(int(rest))
+            else:
+                ids.append(rest)
+        returned = 0
+        for key, units in slot_units.items():
+            freed, _ = await self._counters.release(
+                site_day, key, slot_units=units, day_units=[]
+            )
+            returned += freed
+        if day_units or ids:
+            # Any slot key works for a day-only release: slot units are empty.
+            _, freed = await self._counters.release(
+                site_day, "-", slot_units=[], day_units=day_units, visitor_ids=ids
+            )
+            returned += freed
+        log.warning(
+            "leaked units returned", extra={"site_day": str(site_day), "units": returned}
+        )
+        return returned
+
+    async def _active_rows(self, site_day: SiteDay) -> dict[int, tuple[str, int, int, str]]:
+        async with self._sessions() as session:
+            rows = await repo.active_units(session, site_day.site, site_day.visit_date)
+        return {row[4]: (row[0], row[1], row[2], row[3]) for row in rows}
+
+    async def _plan(self, site_day: SiteDay) -> DayPlan | None:
+        async with self._sessions() as session:
+            site = await repo.get_site(session, site_day.site)
+            if site is None:
+                return None
+            slots = await repo.slots_of_day(session, site.id, site_day.visit_date)
+            rows = await repo.active_units(session, site.id, site_day.visit_date)
+        taken: dict[str, list[int]] = defaultdict(list)
+        for row in rows:
+            taken[row[0]].append(row[1])
+        return DayPlan(
+            cap=site.daily_cap,
+            opens_at=sales_open_at(site, site_day.visit_date),
+            closed=not is_open_on(site, site_day.visit_date),
+            party_max=site.party_size_limit,
+            taken=[row[2] for row in rows],
+            visitor_ids=[row[3] for row in rows],
+            slots=[
+                SlotPlan(
+                    key=slot_key(slot.start),
+                    start_minute=minute_of_day(slot.start),
+                    cap=slot.capacity,
+                    closes_at=sales_close_at(site, slot.visit_date, slot.end),
+                    closed=slot.status == SlotStatus.closed,
+                    taken=taken.get(slot.id, []),
+                )
+                for slot in slots
+            ],
+        )
+
+    async def _active_days(self) -> list[SiteDay]:
+        today = self._clock.now().date() - timedelta(days=1)  # UTC vs site time: one day slack
+        async with self._sessions() as session:
+            days = await repo.site_days_from(session, today)
+        return [SiteDay(site, visit_date) for site, visit_date in days]
+
+    async def _rebuild_quietly(self, site_day: SiteDay) -> bool:
+        try:
+            return await self.rebuild(site_day)
+        except CapacityUnavailable:
+            log.warning("rebuild postponed: Redis unreachable", extra={"site_day": str(site_day)})
+            return False
+        except Exception:
+            log.exception("rebuild failed", extra={"site_day": str(site_day)})
+            return False

@@ -1,0 +1,259 @@
+"""Every SQL query of the booking domain (and no business rule)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import col, select
+
+from booking.models import (
+    ACTIVE_STATUSES,
+    Account,
+    ApiToken,
+    AuditEvent,
+    Gate,
+    IdempotencyRecord,
+    Reservation,
+    ReservationStatus,
+    Site,
+    Slot,
+    SlotTemplate,
+    Visitor,
+)
+
+
+class UnitConflict(Exception):
+    """An active visitor already holds that unit or that person's site-day: Redis was stale."""
+
+
+class KeyConflict(Exception):
+    """Another request with the same Idempotency-Key committed first."""
+
+
+class MissingSlot(Exception):
+    """The slot a reservation refers to is not in SQL."""
+
+
+def classify(error: IntegrityError) -> Exception:
+    """Name which proof failed, on SQLite ("UNIQUE constraint failed: visitor.slot_id, ...")
+    and on PostgreSQL (the index name) alike."""
+    text = str(error.orig)
+    if "visitor" in text:
+        return UnitConflict(text)
+    if "idempotency_record" in text:
+        return KeyConflict(text)
+    if "FOREIGN KEY" in text.upper() or "foreign key" in text:
+        return MissingSlot(text)
+    return error
+
+
+# catalog ---------------------------------------------------------------------------------
+
+
+async def all_sites(session: AsyncSession) -> Sequence[Site]:
+    return (await session.exec(select(Site).order_by(Site.id))).all()  # type: ignore[attr-defined, no-any-return]
+
+
+async def get_site(session: AsyncSession, site_id: str) -> Site | None:
+    return await session.get(Site, site_id)
+
+
+async def gates_of(session: AsyncSession, site_ids: Iterable[str]) -> Sequence[Gate]:
+    query = select(Gate).where(col(Gate.site_id).in_(list(site_ids))).order_by(Gate.id)
+    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+
+
+async def templates_of(session: AsyncSession, site_id: str) -> Sequence[SlotTemplate]:
+    query = select(SlotTemplate).where(SlotTemplate.site_id == site_id).order_by(
+        SlotTemplate.start
+    )
+    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+
+
+async def existing_slot_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = await session.execute(sa.select(Slot.id).where(col(Slot.id).in_(chunk)))
+        found.update(rows.scalars())
+    return found
+
+
+async def slots_of_day(session: AsyncSession, site_id: str, visit_date: date) -> Sequence[Slot]:
+    query = (
+        select(Slot)
+        .where(Slot.site_id == site_id, Slot.visit_date == visit_date)
+        .order_by(Slot.start)
+    )
+    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+
+
+async def get_slot(session: AsyncSession, slot_id: str) -> Slot | None:
+    return await session.get(Slot, slot_id)
+
+
+async def site_days_from(session: AsyncSession, first: date) -> list[tuple[str, date]]:
+    """Every site-day with slots on or after `first`: the days whose counters must exist."""
+    query = (
+        sa.select(Slot.site_id, Slot.visit_date)
+        .where(Slot.visit_date >= first)
+        .distinct()
+        .order_by(Slot.visit_date, Slot.site_id)
+    )
+    return [(row[0], row[1]) for row in await session.execute(query)]
+
+
+async def active_units(
+    session: AsyncSession, site_id: str, visit_date: date
+) -> Sequence[sa.Row[Any]]:
+    """(slot_id, slot_unit, day_unit, id_hash, visitor id) of every active visitor of a day."""
+    query = sa.select(
+        Visitor.slot_id, Visitor.slot_unit, Visitor.day_unit, Visitor.id_hash, Visitor.id
+    ).where(
+        Visitor.site_id == site_id, Visitor.visit_date == visit_date, col(Visitor.active)
+    )
+    return (await session.execute(query)).all()
+
+
+async def set_slot_capacity(session: AsyncSession, slot_id: str, capacity: int) -> None:
+    await session.execute(sa.update(Slot).where(col(Slot.id) == slot_id).values(capacity=capacity))
+
+
+# reservations ------------------------------------------------------------------------------
+
+
+async def add_reservation(
+    session: AsyncSession, reservation: dict[str, Any], visitors: list[dict[str, Any]]
+) -> None:
+    await session.execute(sa.insert(Reservation), [reservation])
+    await session.execute(sa.insert(Visitor), visitors)
+
+
+async def get_reservation(
+    session: AsyncSession, reservation_id: str, *, owner_id: str | None = None
+) -> Reservation | None:
+    reservation = await session.get(Reservation, reservation_id)
+    if reservation is None or (owner_id is not None and reservation.owner_id != owner_id):
+        return None
+    return reservation
+
+
+async def visitors_of(session: AsyncSession, reservation_ids: Sequence[str]) -> Sequence[Visitor]:
+    query = (
+        select(Visitor)
+        .where(col(Visitor.reservation_id).in_(list(reservation_ids)))
+        .order_by(Visitor.reservation_id, Visitor.position)
+    )
+    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+
+
+async def reservations_of(
+    session: AsyncSession, owner_id: str, *, limit: int, offset: int
+) -> Sequence[Reservation]:
+    query = (
+        select(Reservation)
+        .where(Reservation.owner_id == owner_id)
+        .order_by(col(Reservation.created_at).desc(), col(Reservation.id))
+        .limit(limit)
+        .offset(offset)
+    )
+    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+
+
+async def move_status(
+    session: AsyncSession,
+    reservation_ids: Sequence[str],
+    *,
+    from_statuses: Iterable[ReservationStatus],
+    to: ReservationStatus,
+    now: datetime,
+    **values: Any,
+) -> list[str]:
+    """Change status only where it still is one of `from_statuses`; returns the ids changed.
+
+    The guard makes every transition safe to race: two sweepers, or a cancel racing an
+    expiry, change a reservation once, and only the one that changed it releases its places.
+    """
+    query = (
+        sa.update(Reservation)
+        .where(
+            col(Reservation.id).in_(list(reservation_ids)),
+            col(Reservation.status).in_([str(s) for s in from_statuses]),
+        )
+        .values(status=str(to), updated_at=now, **values)
+        .returning(Reservation.id)
+    )
+    changed = list((await session.execute(query)).scalars())
+    if changed and not to.holds_places:
+        await session.execute(
+            sa.update(Visitor)
+            .where(col(Visitor.reservation_id).in_(changed))
+            .values(active=False)
+        )
+    return changed
+
+
+async def due_holds(session: AsyncSession, now: datetime, *, limit: int) -> list[str]:
+    query = (
+        sa.select(Reservation.id)
+        .where(
+            Reservation.status == ReservationStatus.held.value,
+            col(Reservation.hold_expires_at) <= now,
+        )
+        .order_by(Reservation.hold_expires_at)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def active_count(session: AsyncSession, slot_id: str) -> int:
+    query = sa.select(sa.func.count()).where(Visitor.slot_id == slot_id, col(Visitor.active))
+    return int((await session.execute(query)).scalar_one())
+
+
+ACTIVE = [str(status) for status in ACTIVE_STATUSES]
+
+
+# accounts and tokens ----------------------------------------------------------------------
+
+
+async def add_account(session: AsyncSession, account: Account) -> None:
+    session.add(account)
+    await session.flush()
+
+
+async def account_by_login(session: AsyncSession, field: str, value: str) -> Account | None:
+    column = Account.email if field == "email" else Account.phone
+    return (await session.exec(select(Account).where(column == value))).first()  # type: ignore[attr-defined, no-any-return]
+
+
+async def add_token(session: AsyncSession, token: ApiToken) -> None:
+    session.add(token)
+    await session.flush()
+
+
+async def get_token(session: AsyncSession, token_hash: str) -> ApiToken | None:
+    return await session.get(ApiToken, token_hash)
+
+
+# idempotency and audit --------------------------------------------------------------------
+
+
+async def idempotency_record(
+    session: AsyncSession, owner_id: str, key: str
+) -> IdempotencyRecord | None:
+    return await session.get(IdempotencyRecord, (owner_id, key))
+
+
+async def add_idempotency_record(session: AsyncSession, record: dict[str, Any]) -> None:
+    await session.execute(sa.insert(IdempotencyRecord), [record])
+
+
+async def add_audit(session: AsyncSession, event: AuditEvent) -> None:
+    session.add(event)
+    await session.flush()

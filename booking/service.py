@@ -1,0 +1,473 @@
+"""Reservations: hold, confirm, cancel, expire (the invariant of ARCHITECTURE §2).
+
+Every path that takes places asks Redis first (`Counters.allocate`, one Lua script per
+site-day) and then proves the units in SQL in one transaction; every path that gives places
+back commits in SQL first and then returns the units to Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from booking import repository as repo
+from booking.catalog import SlotRef, parse_slot_id
+from booking.errors import (
+    HoldExpired,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    NotFound,
+    RequestInFlight,
+)
+from booking.ids import IdHasher, mask_id_number
+from booking.models import Reservation, ReservationStatus, Visitor
+from booking.reconcile import Reconciler
+from booking.sites import Catalog
+from booking.repository import KeyConflict, MissingSlot, UnitConflict, classify
+from booking.schemas import ReservationPublic, VisitorIn, VisitorPublic
+from capacity.clock import Clock
+from capacity.counters import Allocation, Counters
+from capacity.errors import CapacityUnavailable, SlotNotCounted, SoldOut
+from capacity.keys import SiteDay, request_lock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An `Idempotency-Key` and the fingerprint of the request that carried it."""
+
+    owner_id: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    reservation: ReservationPublic
+    replayed: bool = False
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+class Booking:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        counters: Counters,
+        catalog: Catalog,
+        reconciler: Reconciler,
+        clock: Clock,
+        hasher: IdHasher,
+        hold_ttl: timedelta,
+    ) -> None:
+        self._sessions = sessions
+        self._counters = counters
+        self._catalog = catalog
+        self._reconciler = reconciler
+        self._clock = clock
+        self._hasher = hasher
+        self._hold_ttl = hold_ttl
+
+    # holding places ----------------------------------------------------------------------
+
+    async def hold(
+        self,
+        *,
+        owner_id: str,
+        slot_id: str,
+        visitors: Sequence[VisitorIn],
+        idempotency: Idempotency | None = None,
+    ) -> Receipt:
+        """Hold places for real-name visitors until confirmed or `hold_ttl` has passed."""
+        ref = parse_slot_id(slot_id)
+        if ref is None:
+            raise NotFound(f"no slot {slot_id}")
+        id_hashes = [self._hasher.hash(v.id_type, v.id_number) for v in visitors]
+        async with self._idempotent(idempotency) as replay:
+            if replay is not None:
+                return replay
+            return await self._hold(owner_id, ref, visitors, id_hashes, idempotency)
+
+    async def _hold(
+        self,
+        owner_id: str,
+        ref: SlotRef,
+        visitors: Sequence[VisitorIn],
+        id_hashes: list[str],
+        idempotency: Idempotency | None,
+    ) -> Receipt:
+        now = self._clock.now()
+        times = await self._catalog.slot_times(ref.id)
+        for attempt in (1, 2):
+            allocation = await self._allocate(ref, id_hashes, now, len(visitors))
+            reservation_id = new_id()
+            public = ReservationPublic(
+                id=reservation_id,
+                status=ReservationStatus.held,
+                site=ref.site_day.site,
+                slot_id=ref.id,
+                date=ref.site_day.visit_date,
+                start=times[0],
+                end=times[1],
+                party_size=len(visitors),
+                visitors=[
+                    VisitorPublic(
+                        name=v.name, id_type=v.id_type, id_number_masked=self._mask(v)
+                    )
+                    for v in visitors
+                ],
+                expires_at=now + self._hold_ttl,
+                created_at=now,
+            )
+            try:
+                async with self._sessions() as session, session.begin():
+                    await repo.add_reservation(
+                        session,
+                        self._reservation_row(public, owner_id, idempotency, now),
+                        [
+                            self._visitor_row(public, i, v, id_hashes[i], allocation)
+                            for i, v in enumerate(visitors)
+                        ],
+                    )
+                    if idempotency is not None:
+                        await self._record(session, idempotency, 201, public, now)
+            except IntegrityError as error:
+                reason = classify(error)
+                if isinstance(reason, UnitConflict):
+                    # Redis was stale: SQL already holds one of these units. The rebuild
+                    # supersedes what we took, so nothing is given back; then retry once.
+                    log.warning("unit conflict, rebuilding counters of %s", ref.site_day)
+                    await self._reconciler.rebuild(ref.site_day)
+                    if attempt == 1:
+                        continue
+                    raise CapacityUnavailable("places are being recounted") from error
+                await self._give_back(ref, allocation, id_hashes)
+                if isinstance(reason, KeyConflict) and idempotency is not None:
+                    return await self._replay_committed(idempotency)
+                if isinstance(reason, MissingSlot):
+                    raise NotFound(f"no slot {ref.id}") from error
+                raise
+            except BaseException:
+                # Nothing was proven in SQL (an error, or the request was cancelled):
+                # the units go back, shielded so a cancellation cannot skip it.
+                await asyncio.shield(self._give_back(ref, allocation, id_hashes))
+                raise
+            return Receipt(public)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _allocate(
+        self, ref: SlotRef, id_hashes: list[str], now: datetime, party: int
+    ) -> Allocation:
+        try:
+            return await self._counters.allocate(ref.site_day, ref.key, id_hashes, now=now)
+        except (SlotNotCounted, CapacityUnavailable) as error:
+            if not await self._catalog.slot_exists(ref.id):
+                raise NotFound(f"no slot {ref.id}") from error
+            self._reconciler.schedule(ref.site_day)
+            raise CapacityUnavailable("places are being recounted") from error
+        except SoldOut as error:
+            error.extra["alternatives"] = await self._catalog.alternatives(
+                ref, party=party, now=now, counters=self._counters
+            )
+            raise
+
+    async def _give_back(self, ref: SlotRef, allocation: Allocation, id_hashes: list[str]) -> None:
+        await self._counters.release(
+            ref.site_day,
+            ref.key,
+            slot_units=allocation.slot_units,
+            day_units=allocation.day_units,
+            visitor_ids=id_hashes,
+        )
+
+    # confirming, cancelling, expiring ----------------------------------------------------
+
+    async def confirm(
+        self, *, owner_id: str, reservation_id: str, idempotency: Idempotency | None = None
+    ) -> Receipt:
+        """Turn a live hold into a reservation with an entry ticket."""
+        async with self._idempotent(idempotency) as replay:
+            if replay is not None:
+                return replay
+            now = self._clock.now()
+            async with self._sessions() as session, session.begin():
+                reservation = await self._own(session, reservation_id, owner_id)
+                if reservation.status == ReservationStatus.held:
+                    if reservation.hold_expires_at <= now:
+                        expired = await self._expire(session, [reservation_id], now)
+                    else:
+                        await repo.move_status(
+                            session,
+                            [reservation_id],
+                            from_statuses=[ReservationStatus.held],
+                            to=ReservationStatus.confirmed,
+                            now=now,
+                            ticket_secret=secrets.token_urlsafe(32),
+                        )
+                        public = await self._public(session, reservation_id)
+                        if idempotency is not None:
+                            await self._record(session, idempotency, 200, public, now)
+                        return Receipt(public)
+                elif reservation.status == ReservationStatus.confirmed:
+                    # Confirming twice is harmless: answer with the reservation as it is.
+                    return Receipt(await self._public(session, reservation_id))
+                elif reservation.status == ReservationStatus.expired:
+                    raise HoldExpired(f"the hold of {reservation_id} expired")
+                else:
+                    raise InvalidTransition(
+                        f"a {reservation.status} reservation cannot be confirmed"
+                    )
+            await self._release(expired)
+            raise HoldExpired(f"the hold of {reservation_id} expired")
+
+    async def cancel(
+        self, *, owner_id: str, reservation_id: str, idempotency: Idempotency | None = None
+    ) -> Receipt:
+        """Cancel a hold or a reservation; its places go back on sale at once."""
+        async with self._idempotent(idempotency) as replay:
+            if replay is not None:
+                return replay
+            now = self._clock.now()
+            async with self._sessions() as session, session.begin():
+                reservation = await self._own(session, reservation_id, owner_id)
+                changed = await repo.move_status(
+                    session,
+                    [reservation_id],
+                    from_statuses=[ReservationStatus.held, ReservationStatus.confirmed],
+                    to=ReservationStatus.cancelled,
+                    now=now,
+                )
+                if not changed:
+                    raise InvalidTransition(
+                        f"a {reservation.status} reservation cannot be cancelled"
+                    )
+                visitors = list(await repo.visitors_of(session, changed))
+                public = await self._public(session, reservation_id)
+                if idempotency is not None:
+                    await self._record(session, idempotency, 200, public, now)
+            await self._release(visitors)
+            return Receipt(public)
+
+    async def expire_due(self, *, limit: int = 200) -> int:
+        """The sweeper's step: expire holds past their deadline and return their places."""
+        now = self._clock.now()
+        async with self._sessions() as session, session.begin():
+            due = await repo.due_holds(session, now, limit=limit)
+            visitors = await self._expire(session, due, now) if due else []
+        await self._release(visitors)
+        return len({v.reservation_id for v in visitors})
+
+    async def _expire(
+        self, session: AsyncSession, reservation_ids: Sequence[str], now: datetime
+    ) -> list[Visitor]:
+        changed = await repo.move_status(
+            session,
+            reservation_ids,
+            from_statuses=[ReservationStatus.held],
+            to=ReservationStatus.expired,
+            now=now,
+        )
+        return list(await repo.visitors_of(session, changed)) if changed else []
+
+    async def _release(self, visitors: Sequence[Visitor]) -> None:
+        """After commit: return the units of visitors that no longer hold places."""
+        by_slot: dict[str, list[Visitor]] = defaultdict(list)
+        for visitor in visitors:
+            by_slot[visitor.slot_id].append(visitor)
+        for slot_id, group in by_slot.items():
+            ref = parse_slot_id(slot_id)
+            if ref is None:  # pragma: no cover - ids in SQL are always well formed
+                continue
+            try:
+                await self._counters.release(
+                    ref.site_day,
+                    ref.key,
+                    slot_units=[v.slot_unit for v in group],
+                    day_units=[v.day_unit for v in group],
+                    visitor_ids=[v.id_hash for v in group],
+                )
+            except CapacityUnavailable:
+                # Committed in SQL already: the units leak (an undersell, never an oversell)
+                # until the reconciler or a rebuild returns them.
+                log.warning("release postponed: Redis unreachable for %s", ref.site_day)
+
+    # reading -----------------------------------------------------------------------------
+
+    async def get(self, *, owner_id: str, reservation_id: str) -> ReservationPublic:
+        async with self._sessions() as session:
+            await self._own(session, reservation_id, owner_id)
+            return await self._public(session, reservation_id)
+
+    async def list(self, *, owner_id: str, limit: int, offset: int) -> list[ReservationPublic]:
+        async with self._sessions() as session:
+            reservations = await repo.reservations_of(
+                session, owner_id, limit=limit, offset=offset
+            )
+            visitors = await repo.visitors_of(session, [r.id for r in reservations])
+            by_reservation: dict[str, list[Visitor]] = defaultdict(list)
+            for visitor in visitors:
+                by_reservation[visitor.reservation_id].append(visitor)
+            return [
+                await self._view(reservation, by_reservation[reservation.id])
+                for reservation in reservations
+            ]
+
+    async def _own(
+        self, session: AsyncSession, reservation_id: str, owner_id: str
+    ) -> Reservation:
+        # Somebody else's reservation is indistinguishable from a missing one.
+        reservation = await repo.get_reservation(session, reservation_id, owner_id=owner_id)
+        if reservation is None:
+            raise NotFound(f"no reservation {reservation_id}")
+        return reservation
+
+    async def _public(self, session: AsyncSession, reservation_id: str) -> ReservationPublic:
+        reservation = await repo.get_reservation(session, reservation_id)
+        assert reservation is not None
+        await session.refresh(reservation)
+        visitors = await repo.visitors_of(session, [reservation_id])
+        return await self._view(reservation, visitors)
+
+    async def _view(
+        self, reservation: Reservation, visitors: Sequence[Visitor]
+    ) -> ReservationPublic:
+        start, end = await self._catalog.slot_times(reservation.slot_id)
+        return ReservationPublic(
+            id=reservation.id,
+            status=reservation.status,
+            site=reservation.site_id,
+            slot_id=reservation.slot_id,
+            date=reservation.visit_date,
+            start=start,
+            end=end,
+            party_size=reservation.party_size,
+            visitors=[
+                VisitorPublic(name=v.name, id_type=v.id_type, id_number_masked=v.id_masked)
+                for v in visitors
+            ],
+            expires_at=(
+                reservation.hold_expires_at
+                if reservation.status == ReservationStatus.held
+                else None
+            ),
+            created_at=reservation.created_at,
+        )
+
+    # idempotency -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _idempotent(self, request: Idempotency | None) -> AsyncIterator[Receipt | None]:
+        """Same key and body: replay. Same key, other body: 422. Still running: 409."""
+        if request is None:
+            yield None
+            return
+        lock = request_lock(request.owner_id, request.key)
+        if not await self._counters.try_lock(lock, ttl_ms=30_000):
+            replay = await self._stored(request)
+            if replay is None:
+                raise RequestInFlight()
+            yield replay
+            return
+        try:
+            yield await self._stored(request)
+        finally:
+            await self._counters.unlock(lock)
+
+    async def _stored(self, request: Idempotency) -> Receipt | None:
+        async with self._sessions() as session:
+            record = await repo.idempotency_record(session, request.owner_id, request.key)
+        if record is None:
+            return None
+        if record.fingerprint != request.fingerprint:
+            raise IdempotencyKeyReused()
+        return Receipt(ReservationPublic.model_validate_json(record.body), replayed=True)
+
+    async def _replay_committed(self, request: Idempotency) -> Receipt:
+        replay = await self._stored(request)
+        if replay is None:  # pragma: no cover - the conflict proves the record exists
+            raise RequestInFlight()
+        return replay
+
+    @staticmethod
+    async def _record(
+        session: AsyncSession,
+        request: Idempotency,
+        status_code: int,
+        public: ReservationPublic,
+        now: datetime,
+    ) -> None:
+        await repo.add_idempotency_record(
+            session,
+            {
+                "owner_id": request.owner_id,
+                "key": request.key,
+                "fingerprint": request.fingerprint,
+                "status_code": status_code,
+                "body": public.model_dump_json(),
+                "created_at": now,
+            },
+        )
+
+    # rows --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _mask(visitor: VisitorIn) -> str:
+        return mask_id_number(visitor.id_type, visitor.id_number)
+
+    def _reservation_row(
+        self,
+        public: ReservationPublic,
+        owner_id: str,
+        idempotency: Idempotency | None,
+        now: datetime,
+    ) -> dict[str, object]:
+        return {
+            "id": public.id,
+            "owner_id": owner_id,
+            "site_id": public.site,
+            "slot_id": public.slot_id,
+            "visit_date": public.date,
+            "status": ReservationStatus.held.value,
+            "party_size": public.party_size,
+            "hold_expires_at": public.expires_at,
+            "idempotency_key": idempotency.key if idempotency else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    @staticmethod
+    def _visitor_row(
+        public: ReservationPublic,
+        position: int,
+        visitor: VisitorIn,
+        id_hash: str,
+        allocation: Allocation,
+    ) -> dict[str, object]:
+        return {
+            "reservation_id": public.id,
+            "site_id": public.site,
+            "slot_id": public.slot_id,
+            "visit_date": public.date,
+            "position": position,
+            "name": visitor.name,
+            "id_type": visitor.id_type.value,
+            "id_hash": id_hash,
+            "id_masked": public.visitors[position].id_number_masked,
+            "slot_unit": allocation.slot_units[position],
+            "day_unit": allocation.day_units[position],
+            "active": True,
+        }

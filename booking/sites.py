@@ -1,0 +1,276 @@
+"""The catalog: sites, gates, slots with places left, and slot generation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from booking import repository as repo
+from booking.catalog import (
+    SlotRef,
+    generate_slots,
+    horizon_dates,
+    local,
+    parse_slot_id,
+    sales_close_at,
+    sales_open_at,
+    slot_key,
+    zone,
+)
+from booking.errors import NotFound
+from booking.models import AuditEvent, Gate, Site, Slot, SlotStatus
+from booking.schemas import (
+    Alternative,
+    DayLoadPublic,
+    GatePublic,
+    SitePublic,
+    SlotPublic,
+)
+from capacity.clock import Clock
+from capacity.counters import Counters, DayLoad
+from capacity.keys import SiteDay
+
+log = logging.getLogger(__name__)
+
+ALTERNATIVES = 3
+
+
+class Catalog:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        counters: Counters,
+        clock: Clock,
+    ) -> None:
+        self._sessions = sessions
+        self._counters = counters
+        self._clock = clock
+        # Slot times never change once a slot exists, so every replica may keep them.
+        self._times: dict[str, tuple[datetime, datetime]] = {}
+
+    # sites -------------------------------------------------------------------------------
+
+    async def sites(self) -> list[SitePublic]:
+        async with self._sessions() as session:
+            sites = await repo.all_sites(session)
+            gates = await repo.gates_of(session, [site.id for site in sites])
+        return [await self._site_view(site, gates) for site in sites]
+
+    async def site(self, site_id: str) -> SitePublic:
+        async with self._sessions() as session:
+            site = await repo.get_site(session, site_id)
+            if site is None:
+                raise NotFound(f"no site {site_id}")
+            gates = await repo.gates_of(session, [site_id])
+        return await self._site_view(site, gates)
+
+    async def site_record(self, site_id: str) -> Site:
+        async with self._sessions() as session:
+            site = await repo.get_site(session, site_id)
+        if site is None:
+            raise NotFound(f"no site {site_id}")
+        return site
+
+    async def _site_view(self, site: Site, gates: Sequence[Gate]) -> SitePublic:
+        today = self.today(site)
+        load = await self._counters.load(SiteDay(site.id, today))
+        day = (
+            DayLoadPublic(
+                date=today,
+                open=bool(load.slots) and not load.day.closed,
+                offered=load.day.cap,
+                remaining=load.day.left,
+            )
+            if load is not None
+            else DayLoadPublic(date=today, open=False, offered=0, remaining=0)
+        )
+        return SitePublic(
+            **site.model_dump(exclude={"sources"}),
+            name=site.name_en,
+            sources=site.sources,
+            gates=[
+                GatePublic.model_validate(gate, from_attributes=True)
+                for gate in gates
+                if gate.site_id == site.id
+            ],
+            today=day,
+        )
+
+    def today(self, site: Site) -> date:
+        return self._clock.now().astimezone(zone(site.timezone)).date()
+
+    # slots -------------------------------------------------------------------------------
+
+    async def slots(self, site_id: str, visit_date: date) -> list[SlotPublic]:
+        """A day's slots with places left as Redis counts them (SQL while being rebuilt)."""
+        async with self._sessions() as session:
+            site = await repo.get_site(session, site_id)
+            if site is None:
+                raise NotFound(f"no site {site_id}")
+            slots = await repo.slots_of_day(session, site_id, visit_date)
+        load = await self._counters.load(SiteDay(site_id, visit_date))
+        if load is None and slots:
+            async with self._sessions() as session:
+                taken = await self._taken_in_sql(session, site, visit_date)
+        now = self._clock.now()
+        views = []
+        for slot in slots:
+            if load is not None:
+                remaining = load.left_in(slot_key(slot.start))
+            else:
+                slot_left = slot.capacity - taken["slots"].get(slot.id, 0)
+                remaining = max(min(slot_left, site.daily_cap - taken["day"]), 0)
+            views.append(self._slot_view(site, slot, remaining, now))
+        return views
+
+    async def slot(self, slot_id: str) -> SlotPublic:
+        async with self._sessions() as session:
+            slot = await repo.get_slot(session, slot_id)
+            if slot is None:
+                raise NotFound(f"no slot {slot_id}")
+            site = await repo.get_site(session, slot.site_id)
+        assert site is not None
+        load = await self._counters.load(SiteDay(slot.site_id, slot.visit_date))
+        remaining = load.left_in(slot_key(slot.start)) if load else 0
+        return self._slot_view(site, slot, remaining, self._clock.now())
+
+    def _slot_view(self, site: Site, slot: Slot, remaining: int, now: datetime) -> SlotPublic:
+        opens = sales_open_at(site, slot.visit_date)
+        closes = sales_close_at(site, slot.visit_date, slot.end)
+        open_now = slot.status == SlotStatus.open and opens <= now < closes
+        return SlotPublic(
+            id=slot.id,
+            site=slot.site_id,
+            date=slot.visit_date,
+            start=local(site, slot.visit_date, slot.start),
+            end=local(site, slot.visit_date, slot.end),
+            label=slot.label,
+            capacity=slot.capacity,
+            remaining=remaining if slot.status == SlotStatus.open else 0,
+            status=slot.status,
+            on_sale=open_now,
+            sales_open_at=opens,
+            sales_close_at=closes,
+        )
+
+    @staticmethod
+    async def _taken_in_sql(
+        session: AsyncSession, site: Site, visit_date: date
+    ) -> dict[str, dict[str, int] | int]:
+        rows = await repo.active_units(session, site.id, visit_date)
+        per_slot: dict[str, int] = {}
+        for row in rows:
+            per_slot[row[0]] = per_slot.get(row[0], 0) + 1
+        return {"slots": per_slot, "day": len(rows)}
+
+    async def slot_times(self, slot_id: str) -> tuple[datetime, datetime]:
+        """Start and end of a slot's entry window, with the site's UTC offset."""
+        times = self._times.get(slot_id)
+        if times is None:
+            ref = parse_slot_id(slot_id)
+            if ref is None:
+                raise NotFound(f"no slot {slot_id}")
+            await self._remember_day(ref.site_day)
+            times = self._times.get(slot_id)
+            if times is None:
+                raise NotFound(f"no slot {slot_id}")
+        return times
+
+    async def _remember_day(self, site_day: SiteDay) -> None:
+        async with self._sessions() as session:
+            site = await repo.get_site(session, site_day.site)
+            if site is None:
+                return
+            slots = await repo.slots_of_day(session, site.id, site_day.visit_date)
+        if len(self._times) > 50_000:
+            self._times.clear()
+        for slot in slots:
+            self._times[slot.id] = (
+                local(site, slot.visit_date, slot.start),
+                local(site, slot.visit_date, slot.end),
+            )
+
+    async def slot_exists(self, slot_id: str) -> bool:
+        async with self._sessions() as session:
+            return await repo.get_slot(session, slot_id) is not None
+
+    async def alternatives(
+        self, ref: SlotRef, *, party: int, now: datetime, counters: Counters | None = None
+    ) -> list[dict[str, object]]:
+        """The nearest slots of the same site-day that still have room for the whole party."""
+        load = await (counters or self._counters).load(ref.site_day)
+        if load is None:
+            return []
+        wanted = await self.slot_times(ref.id)
+        candidates = []
+        for key in load.slots:
+            if key == ref.key or load.left_in(key) < party or not load.on_sale(key, now):
+                continue
+            slot_id = SlotRef(ref.site_day, key).id
+            start, end = await self.slot_times(slot_id)
+            distance = abs((start - wanted[0]).total_seconds())
+            candidates.append((distance, start, slot_id, end, load.left_in(key)))
+        candidates.sort()
+        return [
+            Alternative(slot_id=slot_id, start=start, end=end, remaining=left).as_dict()
+            for _, start, slot_id, end, left in candidates[:ALTERNATIVES]
+        ]
+
+    # managing ----------------------------------------------------------------------------
+
+    async def ensure_slots(self, *, site_ids: Sequence[str] | None = None) -> int:
+        return await ensure_slots(self._sessions, self._clock, site_ids=site_ids)
+
+    async def set_slot_capacity(self, slot_id: str, capacity: int, *, actor: str) -> SlotPublic:
+        """Change a slot's cap: SQL first, then Redis. Lowering it never cancels anyone."""
+        ref = parse_slot_id(slot_id)
+        async with self._sessions() as session, session.begin():
+            slot = await repo.get_slot(session, slot_id)
+            if slot is None or ref is None:
+                raise NotFound(f"no slot {slot_id}")
+            before = slot.capacity
+            await repo.set_slot_capacity(session, slot_id, capacity)
+            await repo.add_audit(
+                session,
+                AuditEvent(
+                    at=self._clock.now(),
+                    actor=actor,
+                    action="slot.capacity",
+                    site_id=slot.site_id,
+                    target=slot_id,
+                    before={"capacity": before},
+                    after={"capacity": capacity},
+                ),
+            )
+        # If Redis is unreachable here, SQL already holds the new cap; the reconciler sees the
+        # caps differ and rebuilds the day.
+        await self._counters.set_slot_capacity(ref.site_day, ref.key, capacity)
+        return await self.slot(slot_id)
+
+
+
+async def ensure_slots(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: Clock,
+    *,
+    site_ids: Sequence[str] | None = None,
+) -> int:
+    """Generate the slots of every site's booking horizon from its templates (idempotent)."""
+    created = 0
+    async with sessions() as session:
+        sites = [s for s in await repo.all_sites(session) if site_ids is None or s.id in site_ids]
+    for site in sites:
+        today = clock.now().astimezone(zone(site.timezone)).date()
+        async with sessions() as session, session.begin():
+            templates = await repo.templates_of(session, site.id)
+            slots = generate_slots(site, templates, horizon_dates(site, today))
+            existing = await repo.existing_slot_ids(session, [s.id for s in slots])
+            new = [s for s in slots if s.id not in existing]
+            session.add_all(new)
+        created += len(new)
+    return created

@@ -1,0 +1,332 @@
+"""Admission counters in Redis: the fast half of "Redis decides, SQL proves".
+
+Every admitted visitor holds one unit of its slot and one unit of its site-day. The scripts
+in `scripts/` take and return those units atomically; this module is their typed front door.
+Redis commands live only in `capacity/`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from capacity.clock import to_millis
+from capacity.errors import (
+    CapacityUnavailable,
+    DuplicateVisitor,
+    OutsideBookingWindow,
+    PartyTooLarge,
+    SiteClosed,
+    SlotNotCounted,
+    SoldOut,
+)
+from capacity.keys import SiteDay
+
+
+def _load(name: str) -> str:
+    return resources.files("capacity").joinpath("scripts", name).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The units a party was given: one slot unit and one day unit per visitor, in order."""
+
+    slot_units: tuple[int, ...]
+    day_units: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPlan:
+    """A slot as SQL knows it, for a rebuild."""
+
+    key: str
+    start_minute: int
+    cap: int
+    closes_at: datetime
+    closed: bool
+    taken: Sequence[int] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DayPlan:
+    """A site-day as SQL knows it, for a rebuild."""
+
+    cap: int
+    opens_at: datetime
+    closed: bool
+    party_max: int
+    taken: Sequence[int] = ()
+    visitor_ids: Sequence[str] = ()
+    slots: Sequence[SlotPlan] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Places used and offered, as Redis counts them."""
+
+    cap: int
+    used: int
+    closed: bool = False
+    closes_at_ms: int = 0
+
+    @property
+    def left(self) -> int:
+        return max(self.cap - self.used, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class DayLoad:
+    day: Load
+    opens_at_ms: int
+    slots: dict[str, Load] = field(default_factory=dict)
+
+    def left_in(self, slot_key: str) -> int:
+        """Places one more party can still get in a slot: bounded by the slot and the day."""
+        slot = self.slots.get(slot_key)
+        if slot is None or slot.closed or self.day.closed:
+            return 0
+        return min(slot.left, self.day.left)
+
+    def on_sale(self, slot_key: str, now: datetime) -> bool:
+        slot = self.slots.get(slot_key)
+        now_ms = to_millis(now)
+        return slot is not None and self.opens_at_ms <= now_ms < slot.closes_at_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Which units Redis counts as taken: the reconciler compares this with SQL."""
+
+    day_taken: frozenset[int]
+    slot_taken: dict[str, frozenset[int]]
+    visitor_ids: frozenset[str]
+    day_cap: int
+    slot_caps: dict[str, int]
+
+
+class Counters:
+    """Typed access to one Redis (or Redis Cluster) holding every site-day's counters."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._allocate: AsyncScript = redis.register_script(_load("allocate.lua"))
+        self._release: AsyncScript = redis.register_script(_load("release.lua"))
+        self._rebuild: AsyncScript = redis.register_script(_load("rebuild.lua"))
+        self._set_capacity: AsyncScript = redis.register_script(_load("set_capacity.lua"))
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis
+
+    async def allocate(
+        self, site_day: SiteDay, slot_key: str, visitor_ids: Sequence[str], *, now: datetime
+    ) -> Allocation:
+        """Take one slot unit and one day unit per visitor, or raise why not (nothing taken)."""
+        n = len(visitor_ids)
+        reply = await self._call(
+            self._allocate,
+            site_day.allocation_keys(slot_key),
+            [to_millis(now), n, *visitor_ids],
+        )
+        status = reply[0]
+        if status == "ok":
+            units = [int(u) for u in reply[2:]]
+            return Allocation(tuple(units[:n]), tuple(units[n:]))
+        if status == "sold-out":
+            raise SoldOut(
+                f"{reply[1]} places left in this slot, {reply[2]} this day; {n} asked for",
+                slot_left=int(reply[1]),
+                day_left=int(reply[2]),
+            )
+        if status == "duplicate":
+            raise DuplicateVisitor(
+                f"visitor {reply[1]} already holds a place at {site_day.site} "
+                f"on {site_day.visit_date.isoformat()}",
+                visitor_index=int(reply[1]) - 1,
+            )
+        if status == "window":
+            raise OutsideBookingWindow(
+                opens_at=int(reply[1]),
+                closes_at=int(reply[2]),
+            )
+        if status == "party-too-large":
+            raise PartyTooLarge(
+                f"{n} visitors asked for; at most {reply[1]} per reservation here",
+                max_party_size=int(reply[1]),
+            )
+        if status == "closed":
+            raise SiteClosed()
+        if status == "no-slot":
+            raise SlotNotCounted()
+        raise CapacityUnavailable(f"counters of {site_day} are being rebuilt")
+
+    async def release(
+        self,
+        site_day: SiteDay,
+        slot_key: str,
+        *,
+        slot_units: Sequence[int],
+        day_units: Sequence[int],
+        visitor_ids: Sequence[str] = (),
+    ) -> tuple[int, int]:
+        """Give units back (idempotent); returns how many slot and day units were freed."""
+        reply = await self._call(
+            self._release,
+            site_day.allocation_keys(slot_key),
+            [len(slot_units), *slot_units, len(day_units), *day_units, *visitor_ids],
+        )
+        return int(reply[0]), int(reply[1])
+
+    async def rebuild(self, site_day: SiteDay, plan: DayPlan, *, epoch: str) -> None:
+        """Replace a site-day's counters with what SQL proves, in one atomic script."""
+        payload = {
+            "day": {
+                "cap": plan.cap,
+                "opens_at": to_millis(plan.opens_at),
+                "closed": int(plan.closed),
+                "party_max": plan.party_max,
+                "taken": list(plan.taken),
+            },
+            "ids": list(plan.visitor_ids),
+            "slots": [
+                {
+                    "key": slot.key,
+                    "start": slot.start_minute,
+                    "cap": slot.cap,
+                    "closes_at": to_millis(slot.closes_at),
+                    "closed": int(slot.closed),
+                    "taken": list(slot.taken),
+                }
+                for slot in plan.slots
+            ],
+        }
+        keys = [
+            site_day.epoch,
+            site_day.day,
+            site_day.day_free,
+            site_day.visitor_ids,
+            site_day.slot_index,
+        ]
+        for slot in plan.slots:
+            keys += [site_day.slot(slot.key), site_day.slot_free(slot.key)]
+        await self._call(self._rebuild, keys, [epoch, json.dumps(payload)])
+
+    async def forget(self, site_day: SiteDay) -> None:
+        """Drop a site-day's epoch so that it fails closed until rebuilt."""
+        await self._guard(self._redis.delete(site_day.epoch))
+
+    async def is_built(self, site_day: SiteDay) -> bool:
+        return bool(await self._guard(self._redis.exists(site_day.epoch)))
+
+    async def set_slot_capacity(self, site_day: SiteDay, slot_key: str, cap: int) -> bool:
+        """Change a slot's cap in place; False when there are no counters to change."""
+        keys = [site_day.epoch, site_day.slot(slot_key)]
+        return bool(await self._call(self._set_capacity, keys, [cap]))
+
+    async def set_day_capacity(self, site_day: SiteDay, cap: int) -> bool:
+        keys = [site_day.epoch, site_day.day]
+        return bool(await self._call(self._set_capacity, keys, [cap]))
+
+    async def load(self, site_day: SiteDay) -> DayLoad | None:
+        """Every slot's cap and use for a day, or None when the counters are not built."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(site_day.epoch)
+            pipe.hmget(site_day.day, "cap", "used", "closed", "opens_at")
+            pipe.zrange(site_day.slot_index, 0, -1)
+            built, day, slot_keys = await self._guard(pipe.execute())
+        if not built or day[0] is None:
+            return None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in slot_keys:
+                pipe.hmget(site_day.slot(key), "cap", "used", "closed", "closes_at")
+            rows = await self._guard(pipe.execute())
+        slots = {
+            key: _as_load(row) for key, row in zip(slot_keys, rows, strict=True) if row[0] is not None
+        }
+        return DayLoad(_as_load(day), int(day[3] or 0), slots)
+
+    async def snapshot(self, site_day: SiteDay) -> Snapshot | None:
+        """Units Redis counts as taken, per slot and for the day; None without counters."""
+        load = await self.load(site_day)
+        if load is None:
+            return None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(site_day.day, "hwm")
+            pipe.zrange(site_day.day_free, 0, -1)
+            pipe.smembers(site_day.visitor_ids)
+            for key in load.slots:
+                pipe.hget(site_day.slot(key), "hwm")
+                pipe.zrange(site_day.slot_free(key), 0, -1)
+            replies = await self._guard(pipe.execute())
+        day_taken = _taken(replies[0], replies[1])
+        slot_taken = {
+            key: _taken(replies[3 + 2 * i], replies[4 + 2 * i]) for i, key in enumerate(load.slots)
+        }
+        return Snapshot(
+            day_taken=day_taken,
+            slot_taken=slot_taken,
+            visitor_ids=frozenset(replies[2]),
+            day_cap=load.day.cap,
+            slot_caps={key: slot.cap for key, slot in load.slots.items()},
+        )
+
+    async def watch_suspects(
+        self, site_day: SiteDay, current: set[str], *, now: datetime
+    ) -> dict[str, int]:
+        """Remember when each Redis-only unit was first seen; forget the ones that resolved.
+
+        Returns every current suspect with its first-seen time (ms), so the reconciler can
+        return only units leaked for longer than its grace period.
+        """
+        now_ms = to_millis(now)
+        seen: dict[str, str] = await self._guard(self._redis.hgetall(site_day.suspects))
+        gone = [name for name in seen if name not in current]
+        new = {name: now_ms for name in current if name not in seen}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if gone:
+                pipe.hdel(site_day.suspects, *gone)
+            if new:
+                pipe.hset(site_day.suspects, mapping=new)
+                pipe.expire(site_day.suspects, 7 * 24 * 3600)
+            await self._guard(pipe.execute())
+        return {name: int(seen.get(name, now_ms)) for name in current}
+
+    async def clear_suspects(self, site_day: SiteDay, names: Sequence[str]) -> None:
+        if names:
+            await self._guard(self._redis.hdel(site_day.suspects, *names))
+
+    async def try_lock(self, key: str, *, ttl_ms: int) -> bool:
+        """A short lease shared by every replica (rebuilds, requests in flight)."""
+        return bool(await self._guard(self._redis.set(key, "1", nx=True, px=ttl_ms)))
+
+    async def unlock(self, key: str) -> None:
+        await self._guard(self._redis.delete(key))
+
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        return await self._guard(script(keys=keys, args=args))
+
+    @staticmethod
+    async def _guard(awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except RedisError as error:
+            # Fail closed: an unreachable Redis means "try again", never a guess.
+            raise CapacityUnavailable("the admission counters are unreachable") from error
+
+
+def _as_load(row: Sequence[Any]) -> Load:
+    closes_at = int(row[3] or 0) if len(row) > 3 else 0
+    return Load(cap=int(row[0]), used=int(row[1] or 0), closed=row[2] == "1", closes_at_ms=closes_at)
+
+
+def _taken(hwm: Any, free: Sequence[Any]) -> frozenset[int]:
+    freed = {int(unit) for unit in free}
+    return frozenset(u for u in range(1, int(hwm or 0) + 1) if u not in freed)

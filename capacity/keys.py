@@ -1,0 +1,87 @@
+"""Every Redis key name tidegate uses, built in one place.
+
+All keys of one site-day share the hash tag `{site:date}`, so each script touches a single
+Redis Cluster slot, and no script ever touches two site-days (ARCHITECTURE §3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+
+PREFIX = "tg"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteDay:
+    """One site on one visit date: the unit of atomicity for admission."""
+
+    site: str
+    visit_date: date
+
+    def __str__(self) -> str:
+        return f"{self.site}:{self.visit_date.isoformat()}"
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}:{{{self}}}"
+
+    @property
+    def epoch(self) -> str:
+        """Present only while the counters were built from SQL (fail closed without it)."""
+        return f"{self.tag}:epoch"
+
+    @property
+    def day(self) -> str:
+        """Hash: cap, hwm (high-water mark), used, opens_at (ms), closed."""
+        return f"{self.tag}:day"
+
+    @property
+    def day_free(self) -> str:
+        """Sorted set of freed day units below the high-water mark."""
+        return f"{self.tag}:day:free"
+
+    @property
+    def visitor_ids(self) -> str:
+        """Set of keyed hashes of the ID numbers holding a place this site-day."""
+        return f"{self.tag}:ids"
+
+    @property
+    def slot_index(self) -> str:
+        """Sorted set of the day's slot keys, scored by start minute."""
+        return f"{self.tag}:slots"
+
+    @property
+    def suspects(self) -> str:
+        """Hash unit-or-id -> first seen (ms): Redis-only units the reconciler watches."""
+        return f"{self.tag}:suspects"
+
+    @property
+    def rebuild_lock(self) -> str:
+        return f"{self.tag}:rebuild-lock"
+
+    def slot(self, slot_key: str) -> str:
+        """Hash: cap, hwm, used, closes_at (ms), closed."""
+        return f"{self.tag}:slot:{slot_key}"
+
+    def slot_free(self, slot_key: str) -> str:
+        return f"{self.tag}:slot:{slot_key}:free"
+
+    def allocation_keys(self, slot_key: str) -> list[str]:
+        """The six keys of allocate.lua and release.lua, in their order."""
+        return [
+            self.epoch,
+            self.day,
+            self.day_free,
+            self.visitor_ids,
+            self.slot(slot_key),
+            self.slot_free(slot_key),
+        ]
+
+
+def request_lock(owner: str, key: str) -> str:
+    """An in-flight marker for an idempotent request (the key itself may be long or odd)."""
+    digest = hashlib.sha256(f"{owner}\x00{key}".encode()).hexdigest()[:32]
+    return f"{PREFIX}:inflight:{digest}"
+

@@ -1,0 +1,133 @@
+"""A tourist's reservations: hold, confirm, cancel, read."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from booking.errors import (
+    HoldExpired,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    NotFound,
+    RequestInFlight,
+    Unauthorized,
+)
+from booking.schemas import HoldRequest, ReservationPublic
+from booking.service import Receipt
+from capacity.errors import (
+    CapacityUnavailable,
+    DuplicateVisitor,
+    OutsideBookingWindow,
+    PartyTooLarge,
+    SiteClosed,
+    SoldOut,
+)
+from service.deps import BookingDep, IdempotencyKeyHeader, RuntimeDep, TouristDep, idempotency
+from service.errors import problem_responses
+
+router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
+
+_COMMON = (Unauthorized, NotFound, IdempotencyKeyReused, RequestInFlight, CapacityUnavailable)
+
+
+def _answer(receipt: Receipt, response: Response) -> ReservationPublic:
+    if receipt.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return receipt.reservation
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ReservationPublic,
+    responses=problem_responses(
+        *_COMMON, SoldOut, DuplicateVisitor, OutsideBookingWindow, SiteClosed, PartyTooLarge
+    ),
+)
+async def hold_places(
+    body: HoldRequest,
+    response: Response,
+    booking: BookingDep,
+    runtime: RuntimeDep,
+    tourist: TouristDep,
+    key: IdempotencyKeyHeader = None,
+) -> ReservationPublic:
+    """Hold places on a timed-entry slot for real-name visitors until confirmed or expired."""
+    receipt = await booking.hold(
+        owner_id=tourist.actor,
+        slot_id=body.slot_id,
+        visitors=body.visitors,
+        idempotency=idempotency(runtime, tourist, key, "hold", body),
+    )
+    return _answer(receipt, response)
+
+
+@router.post(
+    "/{reservation_id}/confirm",
+    response_model=ReservationPublic,
+    responses=problem_responses(*_COMMON, HoldExpired, InvalidTransition),
+)
+async def confirm(
+    reservation_id: str,
+    response: Response,
+    booking: BookingDep,
+    runtime: RuntimeDep,
+    tourist: TouristDep,
+    key: IdempotencyKeyHeader = None,
+) -> ReservationPublic:
+    """Confirm a live hold; the reservation then carries an entry ticket."""
+    receipt = await booking.confirm(
+        owner_id=tourist.actor,
+        reservation_id=reservation_id,
+        idempotency=idempotency(runtime, tourist, key, f"confirm {reservation_id}"),
+    )
+    return _answer(receipt, response)
+
+
+@router.post(
+    "/{reservation_id}/cancel",
+    response_model=ReservationPublic,
+    responses=problem_responses(*_COMMON, InvalidTransition),
+)
+async def cancel(
+    reservation_id: str,
+    response: Response,
+    booking: BookingDep,
+    runtime: RuntimeDep,
+    tourist: TouristDep,
+    key: IdempotencyKeyHeader = None,
+) -> ReservationPublic:
+    """Cancel a hold or a reservation; its places go back on sale at once."""
+    receipt = await booking.cancel(
+        owner_id=tourist.actor,
+        reservation_id=reservation_id,
+        idempotency=idempotency(runtime, tourist, key, f"cancel {reservation_id}"),
+    )
+    return _answer(receipt, response)
+
+
+@router.get(
+    "", response_model=list[ReservationPublic], responses=problem_responses(Unauthorized)
+)
+async def list_reservations(
+    booking: BookingDep,
+    tourist: TouristDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> list[ReservationPublic]:
+    """The caller's own reservations, newest first."""
+    return await booking.list(owner_id=tourist.actor, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{reservation_id}",
+    response_model=ReservationPublic,
+    responses=problem_responses(Unauthorized, NotFound),
+)
+async def get_reservation(
+    reservation_id: str, booking: BookingDep, tourist: TouristDep
+) -> ReservationPublic:
+    """One of the caller's own reservations (anybody else's answers 404)."""
+    return await booking.get(owner_id=tourist.actor, reservation_id=reservation_id)

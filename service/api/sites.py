@@ -1,0 +1,59 @@
+"""The catalog: sites, slots and places left."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from booking.errors import NotFound
+from booking.schemas import SitePublic, SlotPatch, SlotPublic
+from service.deps import AdminDep, CatalogDep
+from service.errors import problem_responses
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+
+@router.get("/sites", response_model=list[SitePublic])
+async def list_sites(catalog: CatalogDep) -> list[SitePublic]:
+    """Every site with its gates and today's places offered and left."""
+    return await catalog.sites()
+
+
+@router.get("/sites/{site_id}", response_model=SitePublic, responses=problem_responses(NotFound))
+async def get_site(site_id: str, catalog: CatalogDep) -> SitePublic:
+    """One site with its gates and today's load."""
+    return await catalog.site(site_id)
+
+
+@router.get(
+    "/sites/{site_id}/slots",
+    response_model=list[SlotPublic],
+    responses=problem_responses(NotFound),
+)
+async def list_slots(
+    site_id: str,
+    catalog: CatalogDep,
+    visit_date: Annotated[
+        date | None, Query(alias="date", description="Visit date; default: today at the site")
+    ] = None,
+) -> list[SlotPublic]:
+    """The slots of one day with the places left in each (counted in Redis)."""
+    if visit_date is None:
+        visit_date = catalog.today((await catalog.site_record(site_id)))
+    return await catalog.slots(site_id, visit_date)
+
+
+@router.get("/slots/{slot_id}", response_model=SlotPublic, responses=problem_responses(NotFound))
+async def get_slot(slot_id: str, catalog: CatalogDep) -> SlotPublic:
+    """One slot with its places left."""
+    return await catalog.slot(slot_id)
+
+
+@router.patch("/slots/{slot_id}", response_model=SlotPublic, responses=problem_responses(NotFound))
+async def change_slot(
+    slot_id: str, body: SlotPatch, catalog: CatalogDep, admin: AdminDep
+) -> SlotPublic:
+    """Change a slot's capacity (admin); lowering it below what is sold cancels nobody."""
+    return await catalog.set_slot_capacity(slot_id, body.capacity, actor=admin.actor)

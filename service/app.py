@@ -1,0 +1,57 @@
+"""The FastAPI application: `create_app()` and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import background, errors
+from service.api import accounts, ops, reservations, sites
+from service.runtime import Runtime
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def start(runtime: Runtime) -> None:
+    """Make today's horizon of slots and build every missing counter before serving."""
+    created = await runtime.catalog.ensure_slots()
+    built = await runtime.reconciler.rebuild_missing()
+    runtime.ready = True
+    log.info("ready: %d new slots, %d site-days counted from SQL", created, built)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app; a given `runtime` is used as is (tests), otherwise one is made."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = runtime is None
+        current = runtime or Runtime.build(settings or Settings())
+        app.state.runtime = current
+        tasks = []
+        try:
+            await start(current)
+            if current.settings.background:
+                tasks = background.start(current)
+            yield
+        finally:
+            await background.stop(tasks)
+            if own:
+                await current.close()
+
+    app = FastAPI(
+        title="tidegate",
+        version="0.1.0",
+        summary="Timed-entry booking and crowd capacity for Beijing's core-area scenic spots",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    errors.install(app)
+    for module in (sites, accounts, reservations, ops):
+        app.include_router(module.router)
+    return app

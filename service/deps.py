@@ -1,0 +1,94 @@
+"""Annotated dependencies shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from booking.accounts import Principal
+from booking.errors import Forbidden, Unauthorized
+from booking.service import Booking, Idempotency
+from booking.sites import Catalog
+from service.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_booking(runtime: RuntimeDep) -> Booking:
+    return runtime.booking
+
+
+def get_catalog(runtime: RuntimeDep) -> Catalog:
+    return runtime.catalog
+
+
+BookingDep = Annotated[Booking, Depends(get_booking)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/sessions or /v1/tokens")
+
+
+async def current_principal(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise Unauthorized("send Authorization: Bearer <token>")
+    return await runtime.accounts.authenticate(credentials.credentials)
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+async def tourist(principal: PrincipalDep) -> Principal:
+    if principal.account_id is None:
+        raise Forbidden("this route is for a tourist's account")
+    return principal
+
+
+async def admin(principal: PrincipalDep) -> Principal:
+    if principal.role != "admin":
+        raise Forbidden("this route is for admins")
+    return principal
+
+
+TouristDep = Annotated[Principal, Depends(tourist)]
+AdminDep = Annotated[Principal, Depends(admin)]
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retry-safe key: same key and body replays the first answer",
+    ),
+]
+
+
+def idempotency(
+    runtime: Runtime,
+    principal: Principal,
+    key: str | None,
+    operation: str,
+    body: BaseModel | None = None,
+) -> Idempotency | None:
+    """The key and a keyed fingerprint of the request (keyed: bodies carry ID numbers)."""
+    if key is None:
+        return None
+    payload = operation.encode() + b"\x00" + (body.model_dump_json().encode() if body else b"")
+    return Idempotency(
+        owner_id=principal.account_id or principal.actor,
+        key=key,
+        fingerprint=runtime.hasher.fingerprint(payload),
+    )

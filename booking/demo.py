@@ -7,8 +7,7 @@ from datetime import time
 from importlib import resources
 from typing import Any
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
 from booking.models import Gate, Site, SlotTemplate

@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel import col, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from booking.models import (
     ACTIVE_STATUSES,
@@ -56,7 +56,7 @@ def classify(error: IntegrityError) -> Exception:
 
 
 async def all_sites(session: AsyncSession) -> Sequence[Site]:
-    return (await session.exec(select(Site).order_by(Site.id))).all()  # type: ignore[attr-defined, no-any-return]
+    return (await session.execute(sa.select(Site).order_by(Site.id))).scalars().all()
 
 
 async def get_site(session: AsyncSession, site_id: str) -> Site | None:
@@ -64,15 +64,15 @@ async def get_site(session: AsyncSession, site_id: str) -> Site | None:
 
 
 async def gates_of(session: AsyncSession, site_ids: Iterable[str]) -> Sequence[Gate]:
-    query = select(Gate).where(col(Gate.site_id).in_(list(site_ids))).order_by(Gate.id)
-    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+    query = sa.select(Gate).where(col(Gate.site_id).in_(list(site_ids))).order_by(Gate.id)
+    return (await session.execute(query)).scalars().all()
 
 
 async def templates_of(session: AsyncSession, site_id: str) -> Sequence[SlotTemplate]:
-    query = select(SlotTemplate).where(SlotTemplate.site_id == site_id).order_by(
+    query = sa.select(SlotTemplate).where(SlotTemplate.site_id == site_id).order_by(
         SlotTemplate.start
     )
-    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+    return (await session.execute(query)).scalars().all()
 
 
 async def existing_slot_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
@@ -86,11 +86,11 @@ async def existing_slot_ids(session: AsyncSession, ids: Sequence[str]) -> set[st
 
 async def slots_of_day(session: AsyncSession, site_id: str, visit_date: date) -> Sequence[Slot]:
     query = (
-        select(Slot)
+        sa.select(Slot)
         .where(Slot.site_id == site_id, Slot.visit_date == visit_date)
         .order_by(Slot.start)
     )
-    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+    return (await session.execute(query)).scalars().all()
 
 
 async def get_slot(session: AsyncSession, slot_id: str) -> Slot | None:
@@ -145,24 +145,24 @@ async def get_reservation(
 
 async def visitors_of(session: AsyncSession, reservation_ids: Sequence[str]) -> Sequence[Visitor]:
     query = (
-        select(Visitor)
+        sa.select(Visitor)
         .where(col(Visitor.reservation_id).in_(list(reservation_ids)))
         .order_by(Visitor.reservation_id, Visitor.position)
     )
-    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+    return (await session.execute(query)).scalars().all()
 
 
 async def reservations_of(
     session: AsyncSession, owner_id: str, *, limit: int, offset: int
 ) -> Sequence[Reservation]:
     query = (
-        select(Reservation)
+        sa.select(Reservation)
         .where(Reservation.owner_id == owner_id)
         .order_by(col(Reservation.created_at).desc(), col(Reservation.id))
         .limit(limit)
         .offset(offset)
     )
-    return (await session.exec(query)).all()  # type: ignore[attr-defined, no-any-return]
+    return (await session.execute(query)).scalars().all()
 
 
 async def move_status(
@@ -229,7 +229,7 @@ async def add_account(session: AsyncSession, account: Account) -> None:
 
 async def account_by_login(session: AsyncSession, field: str, value: str) -> Account | None:
     column = Account.email if field == "email" else Account.phone
-    return (await session.exec(select(Account).where(column == value))).first()  # type: ignore[attr-defined, no-any-return]
+    return (await session.execute(sa.select(Account).where(column == value))).scalars().first()
 
 
 async def add_token(session: AsyncSession, token: ApiToken) -> None:

@@ -6,8 +6,7 @@ import logging
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
 from booking.catalog import (

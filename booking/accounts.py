@@ -135,7 +135,11 @@ class Accounts:
         )
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[token_hash] = (time.monotonic() + self._cache_seconds, principal, row.expires_at)
+        self._cache[token_hash] = (
+            time.monotonic() + self._cache_seconds,
+            principal,
+            row.expires_at,
+        )
         return principal
 
     async def _issue(

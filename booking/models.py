@@ -96,7 +96,7 @@ class Gate(SQLModel, table=True):
 
 
 class SlotTemplate(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "slot_template"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "slot_template"
 
     id: int | None = Field(default=None, primary_key=True)
     site_id: str = Field(foreign_key="site.id", index=True, max_length=64)
@@ -130,7 +130,7 @@ class Account(SQLModel, table=True):
 
 
 class ApiToken(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "api_token"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "api_token"
 
     token_hash: str = Field(primary_key=True, max_length=64)
     account_id: str | None = Field(default=None, foreign_key="account.id", index=True)
@@ -207,7 +207,7 @@ class Visitor(SQLModel, table=True):
 
 
 class IdempotencyRecord(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "idempotency_record"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "idempotency_record"
 
     owner_id: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=255)
@@ -218,7 +218,7 @@ class IdempotencyRecord(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "audit_event"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "audit_event"
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _instant()

@@ -16,7 +16,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -77,9 +77,7 @@ class Reconciler:
             plan = await self._plan(site_day)
             if plan is None:
                 return False
-            await self._counters.rebuild(
-                site_day, plan, epoch=str(to_millis(self._clock.now()))
-            )
+            await self._counters.rebuild(site_day, plan, epoch=str(to_millis(self._clock.now())))
             log.info("counters rebuilt", extra={"site_day": str(site_day)})
             return True
         finally:
@@ -139,8 +137,7 @@ class Reconciler:
                 missing += 1
         plan = await self._plan(site_day)
         caps_differ = plan is not None and (
-            plan.cap != snapshot.day_cap
-            or {s.key: s.cap for s in plan.slots} != snapshot.slot_caps
+            plan.cap != snapshot.day_cap or {s.key: s.cap for s in plan.slots} != snapshot.slot_caps
         )
         if missing or caps_differ:
             drift.missing = missing
@@ -181,9 +178,7 @@ class Reconciler:
                 ids.append(rest)
         returned = 0
         for key, units in slot_units.items():
-            freed, _ = await self._counters.release(
-                site_day, key, slot_units=units, day_units=[]
-            )
+            freed, _ = await self._counters.release(site_day, key, slot_units=units, day_units=[])
             returned += freed
         if day_units or ids:
             # Any slot key works for a day-only release: slot units are empty.
@@ -191,15 +186,14 @@ class Reconciler:
                 site_day, "-", slot_units=[], day_units=day_units, visitor_ids=ids
             )
             returned += freed
-        log.warning(
-            "leaked units returned", extra={"site_day": str(site_day), "units": returned}
-        )
+        log.warning("leaked units returned", extra={"site_day": str(site_day), "units": returned})
         return returned
 
     async def _active_rows(self, site_day: SiteDay) -> dict[int, tuple[str, int, int, str]]:
         async with self._sessions() as session:
             rows = await repo.active_units(session, site_day.site, site_day.visit_date)
-        return {row[4]: (row[0], row[1], row[2], row[3]) for row in rows}
+        # Keyed by visitor row id: a unit freed and taken again by someone else is a new row.
+        return {row[4] or 0: (row[0], row[1], row[2], row[3]) for row in rows}
 
     async def _plan(self, site_day: SiteDay) -> DayPlan | None:
         async with self._sessions() as session:

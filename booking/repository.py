@@ -56,7 +56,7 @@ def classify(error: IntegrityError) -> Exception:
 
 
 async def all_sites(session: AsyncSession) -> Sequence[Site]:
-    return (await session.execute(sa.select(Site).order_by(Site.id))).scalars().all()
+    return (await session.execute(sa.select(Site).order_by(col(Site.id)))).scalars().all()
 
 
 async def get_site(session: AsyncSession, site_id: str) -> Site | None:
@@ -64,13 +64,15 @@ async def get_site(session: AsyncSession, site_id: str) -> Site | None:
 
 
 async def gates_of(session: AsyncSession, site_ids: Iterable[str]) -> Sequence[Gate]:
-    query = sa.select(Gate).where(col(Gate.site_id).in_(list(site_ids))).order_by(Gate.id)
+    query = sa.select(Gate).where(col(Gate.site_id).in_(list(site_ids))).order_by(col(Gate.id))
     return (await session.execute(query)).scalars().all()
 
 
 async def templates_of(session: AsyncSession, site_id: str) -> Sequence[SlotTemplate]:
-    query = sa.select(SlotTemplate).where(SlotTemplate.site_id == site_id).order_by(
-        SlotTemplate.start
+    query = (
+        sa.select(SlotTemplate)
+        .where(col(SlotTemplate.site_id) == site_id)
+        .order_by(col(SlotTemplate.start))
     )
     return (await session.execute(query)).scalars().all()
 
@@ -79,7 +81,7 @@ async def existing_slot_ids(session: AsyncSession, ids: Sequence[str]) -> set[st
     found: set[str] = set()
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        rows = await session.execute(sa.select(Slot.id).where(col(Slot.id).in_(chunk)))
+        rows = await session.execute(sa.select(col(Slot.id)).where(col(Slot.id).in_(chunk)))
         found.update(rows.scalars())
     return found
 
@@ -87,8 +89,8 @@ async def existing_slot_ids(session: AsyncSession, ids: Sequence[str]) -> set[st
 async def slots_of_day(session: AsyncSession, site_id: str, visit_date: date) -> Sequence[Slot]:
     query = (
         sa.select(Slot)
-        .where(Slot.site_id == site_id, Slot.visit_date == visit_date)
-        .order_by(Slot.start)
+        .where(col(Slot.site_id) == site_id, col(Slot.visit_date) == visit_date)
+        .order_by(col(Slot.start))
     )
     return (await session.execute(query)).scalars().all()
 
@@ -100,22 +102,26 @@ async def get_slot(session: AsyncSession, slot_id: str) -> Slot | None:
 async def site_days_from(session: AsyncSession, first: date) -> list[tuple[str, date]]:
     """Every site-day with slots on or after `first`: the days whose counters must exist."""
     query = (
-        sa.select(Slot.site_id, Slot.visit_date)
-        .where(Slot.visit_date >= first)
+        sa.select(col(Slot.site_id), col(Slot.visit_date))
+        .where(col(Slot.visit_date) >= first)
         .distinct()
-        .order_by(Slot.visit_date, Slot.site_id)
+        .order_by(col(Slot.visit_date), col(Slot.site_id))
     )
     return [(row[0], row[1]) for row in await session.execute(query)]
 
 
 async def active_units(
     session: AsyncSession, site_id: str, visit_date: date
-) -> Sequence[sa.Row[Any]]:
+) -> Sequence[sa.Row[str, int, int, str, int | None]]:
     """(slot_id, slot_unit, day_unit, id_hash, visitor id) of every active visitor of a day."""
     query = sa.select(
-        Visitor.slot_id, Visitor.slot_unit, Visitor.day_unit, Visitor.id_hash, Visitor.id
+        col(Visitor.slot_id),
+        col(Visitor.slot_unit),
+        col(Visitor.day_unit),
+        col(Visitor.id_hash),
+        col(Visitor.id),
     ).where(
-        Visitor.site_id == site_id, Visitor.visit_date == visit_date, col(Visitor.active)
+        col(Visitor.site_id) == site_id, col(Visitor.visit_date) == visit_date, col(Visitor.active)
     )
     return (await session.execute(query)).all()
 
@@ -147,7 +153,7 @@ async def visitors_of(session: AsyncSession, reservation_ids: Sequence[str]) -> 
     query = (
         sa.select(Visitor)
         .where(col(Visitor.reservation_id).in_(list(reservation_ids)))
-        .order_by(Visitor.reservation_id, Visitor.position)
+        .order_by(col(Visitor.reservation_id), col(Visitor.position))
     )
     return (await session.execute(query)).scalars().all()
 
@@ -157,7 +163,7 @@ async def reservations_of(
 ) -> Sequence[Reservation]:
     query = (
         sa.select(Reservation)
-        .where(Reservation.owner_id == owner_id)
+        .where(col(Reservation.owner_id) == owner_id)
         .order_by(col(Reservation.created_at).desc(), col(Reservation.id))
         .limit(limit)
         .offset(offset)
@@ -186,33 +192,31 @@ async def move_status(
             col(Reservation.status).in_([str(s) for s in from_statuses]),
         )
         .values(status=str(to), updated_at=now, **values)
-        .returning(Reservation.id)
+        .returning(col(Reservation.id))
     )
     changed = list((await session.execute(query)).scalars())
     if changed and not to.holds_places:
         await session.execute(
-            sa.update(Visitor)
-            .where(col(Visitor.reservation_id).in_(changed))
-            .values(active=False)
+            sa.update(Visitor).where(col(Visitor.reservation_id).in_(changed)).values(active=False)
         )
     return changed
 
 
 async def due_holds(session: AsyncSession, now: datetime, *, limit: int) -> list[str]:
     query = (
-        sa.select(Reservation.id)
+        sa.select(col(Reservation.id))
         .where(
-            Reservation.status == ReservationStatus.held.value,
+            col(Reservation.status) == ReservationStatus.held.value,
             col(Reservation.hold_expires_at) <= now,
         )
-        .order_by(Reservation.hold_expires_at)
+        .order_by(col(Reservation.hold_expires_at))
         .limit(limit)
     )
     return list((await session.execute(query)).scalars())
 
 
 async def active_count(session: AsyncSession, slot_id: str) -> int:
-    query = sa.select(sa.func.count()).where(Visitor.slot_id == slot_id, col(Visitor.active))
+    query = sa.select(sa.func.count()).where(col(Visitor.slot_id) == slot_id, col(Visitor.active))
     return int((await session.execute(query)).scalar_one())
 
 
@@ -228,7 +232,7 @@ async def add_account(session: AsyncSession, account: Account) -> None:
 
 
 async def account_by_login(session: AsyncSession, field: str, value: str) -> Account | None:
-    column = Account.email if field == "email" else Account.phone
+    column = col(Account.email) if field == "email" else col(Account.phone)
     return (await session.execute(sa.select(Account).where(column == value))).scalars().first()
 
 

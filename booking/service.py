@@ -31,13 +31,13 @@ from booking.errors import (
 from booking.ids import IdHasher, mask_id_number
 from booking.models import Reservation, ReservationStatus, Visitor
 from booking.reconcile import Reconciler
-from booking.sites import Catalog
 from booking.repository import KeyConflict, MissingSlot, UnitConflict, classify
 from booking.schemas import ReservationPublic, VisitorIn, VisitorPublic
+from booking.sites import Catalog
 from capacity.clock import Clock
 from capacity.counters import Allocation, Counters
 from capacity.errors import CapacityUnavailable, SlotNotCounted, SoldOut
-from capacity.keys import SiteDay, request_lock
+from capacity.keys import request_lock
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +124,7 @@ class Booking:
                 end=times[1],
                 party_size=len(visitors),
                 visitors=[
-                    VisitorPublic(
-                        name=v.name, id_type=v.id_type, id_number_masked=self._mask(v)
-                    )
+                    VisitorPublic(name=v.name, id_type=v.id_type, id_number_masked=self._mask(v))
                     for v in visitors
                 ],
                 expires_at=now + self._hold_ttl,
@@ -313,9 +311,7 @@ class Booking:
 
     async def list(self, *, owner_id: str, limit: int, offset: int) -> list[ReservationPublic]:
         async with self._sessions() as session:
-            reservations = await repo.reservations_of(
-                session, owner_id, limit=limit, offset=offset
-            )
+            reservations = await repo.reservations_of(session, owner_id, limit=limit, offset=offset)
             visitors = await repo.visitors_of(session, [r.id for r in reservations])
             by_reservation: dict[str, list[Visitor]] = defaultdict(list)
             for visitor in visitors:
@@ -325,9 +321,7 @@ class Booking:
                 for reservation in reservations
             ]
 
-    async def _own(
-        self, session: AsyncSession, reservation_id: str, owner_id: str
-    ) -> Reservation:
+    async def _own(self, session: AsyncSession, reservation_id: str, owner_id: str) -> Reservation:
         # Somebody else's reservation is indistinguishable from a missing one.
         reservation = await repo.get_reservation(session, reservation_id, owner_id=owner_id)
         if reservation is None:

@@ -30,7 +30,7 @@ from booking.schemas import (
     SlotPublic,
 )
 from capacity.clock import Clock
-from capacity.counters import Counters, DayLoad
+from capacity.counters import Counters
 from capacity.keys import SiteDay
 
 log = logging.getLogger(__name__)
@@ -115,15 +115,15 @@ class Catalog:
         load = await self._counters.load(SiteDay(site_id, visit_date))
         if load is None and slots:
             async with self._sessions() as session:
-                taken = await self._taken_in_sql(session, site, visit_date)
+                taken_per_slot, taken_day = await self._taken_in_sql(session, site, visit_date)
         now = self._clock.now()
         views = []
         for slot in slots:
             if load is not None:
                 remaining = load.left_in(slot_key(slot.start))
             else:
-                slot_left = slot.capacity - taken["slots"].get(slot.id, 0)
-                remaining = max(min(slot_left, site.daily_cap - taken["day"]), 0)
+                slot_left = slot.capacity - taken_per_slot.get(slot.id, 0)
+                remaining = max(min(slot_left, site.daily_cap - taken_day), 0)
             views.append(self._slot_view(site, slot, remaining, now))
         return views
 
@@ -160,12 +160,13 @@ class Catalog:
     @staticmethod
     async def _taken_in_sql(
         session: AsyncSession, site: Site, visit_date: date
-    ) -> dict[str, dict[str, int] | int]:
+    ) -> tuple[dict[str, int], int]:
+        """Places taken per slot and in the day, counted in SQL (while Redis is rebuilt)."""
         rows = await repo.active_units(session, site.id, visit_date)
         per_slot: dict[str, int] = {}
         for row in rows:
             per_slot[row[0]] = per_slot.get(row[0], 0) + 1
-        return {"slots": per_slot, "day": len(rows)}
+        return per_slot, len(rows)
 
     async def slot_times(self, slot_id: str) -> tuple[datetime, datetime]:
         """Start and end of a slot's entry window, with the site's UTC offset."""
@@ -250,7 +251,6 @@ class Catalog:
         # caps differ and rebuilds the day.
         await self._counters.set_slot_capacity(ref.site_day, ref.key, capacity)
         return await self.slot(slot_id)
-
 
 
 async def ensure_slots(

@@ -249,7 +249,9 @@ class Counters:
                 pipe.hmget(site_day.slot(key), "cap", "used", "closed", "closes_at")
             rows = await self._guard(pipe.execute())
         slots = {
-            key: _as_load(row) for key, row in zip(slot_keys, rows, strict=True) if row[0] is not None
+            key: _as_load(row)
+            for key, row in zip(slot_keys, rows, strict=True)
+            if row[0] is not None
         }
         return DayLoad(_as_load(day), int(day[3] or 0), slots)
 
@@ -289,12 +291,12 @@ class Counters:
         now_ms = to_millis(now)
         seen: dict[str, str] = await self._guard(self._redis.hgetall(site_day.suspects))
         gone = [name for name in seen if name not in current]
-        new = {name: now_ms for name in current if name not in seen}
+        new = {name: str(now_ms) for name in current if name not in seen}
         async with self._redis.pipeline(transaction=False) as pipe:
             if gone:
                 pipe.hdel(site_day.suspects, *gone)
             if new:
-                pipe.hset(site_day.suspects, mapping=new)
+                pipe.hset(site_day.suspects, mapping=new)  # type: ignore[arg-type]
                 pipe.expire(site_day.suspects, 7 * 24 * 3600)
             await self._guard(pipe.execute())
         return {name: int(seen.get(name, now_ms)) for name in current}
@@ -324,7 +326,9 @@ class Counters:
 
 def _as_load(row: Sequence[Any]) -> Load:
     closes_at = int(row[3] or 0) if len(row) > 3 else 0
-    return Load(cap=int(row[0]), used=int(row[1] or 0), closed=row[2] == "1", closes_at_ms=closes_at)
+    return Load(
+        cap=int(row[0]), used=int(row[1] or 0), closed=row[2] == "1", closes_at_ms=closes_at
+    )
 
 
 def _taken(hwm: Any, free: Sequence[Any]) -> frozenset[int]:

@@ -84,4 +84,3 @@ def request_lock(owner: str, key: str) -> str:
     """An in-flight marker for an idempotent request (the key itself may be long or odd)."""
     digest = hashlib.sha256(f"{owner}\x00{key}".encode()).hexdigest()[:32]
     return f"{PREFIX}:inflight:{digest}"
-

@@ -69,7 +69,9 @@ def migrate(revision: Annotated[str, typer.Argument(help="Target revision")] = "
 
 @app.command()
 def seed(
-    demo: Annotated[bool, typer.Option("--demo", help="Load Beijing's core-area demo sites")] = False,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Load Beijing's core-area demo sites")
+    ] = False,
 ) -> None:
     """Load data: `--demo` loads the demo sites and makes their slots for the horizon."""
     if not demo:

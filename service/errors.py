@@ -138,7 +138,5 @@ def problem_responses(*errors: type[TidegateError]) -> dict[int | str, dict[str,
             error.status, {"description": "", "content": {PROBLEM_JSON: {}}}
         )
         entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
-    responses.setdefault(
-        422, {"description": "validation-failed", "content": {PROBLEM_JSON: {}}}
-    )
+    responses.setdefault(422, {"description": "validation-failed", "content": {PROBLEM_JSON: {}}})
     return responses

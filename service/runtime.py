@@ -9,8 +9,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from booking.accounts import Accounts
 from booking.ids import IdHasher
@@ -117,4 +121,3 @@ class Runtime:
         await self.engine.dispose()
         if self.embedded_redis is not None:
             self.embedded_redis.stop()
-

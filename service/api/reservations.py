@@ -108,9 +108,7 @@ async def cancel(
     return _answer(receipt, response)
 
 
-@router.get(
-    "", response_model=list[ReservationPublic], responses=problem_responses(Unauthorized)
-)
+@router.get("", response_model=list[ReservationPublic], responses=problem_responses(Unauthorized))
 async def list_reservations(
     booking: BookingDep,
     tourist: TouristDep,

@@ -41,7 +41,7 @@ async def list_slots(
 ) -> list[SlotPublic]:
     """The slots of one day with the places left in each (counted in Redis)."""
     if visit_date is None:
-        visit_date = catalog.today((await catalog.site_record(site_id)))
+        visit_date = catalog.today(await catalog.site_record(site_id))
     return await catalog.slots(site_id, visit_date)
 
 

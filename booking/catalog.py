@@ -38,7 +38,7 @@ def slot_id(site_id: str, visit_date: date, start: time) -> str:
 @lru_cache(maxsize=65536)
 def parse_slot_id(value: str) -> SlotRef | None:
     """A slot id names its site-day, so the booking path needs no SQL to find the counters."""
-    match = _SLOT_ID.match(value)
+    match = _SLOT_ID.fullmatch(value)
     if match is None:
         return None
     site, day, hour, minute = match.groups()

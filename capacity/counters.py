@@ -217,6 +217,10 @@ class Counters:
         ]
         for slot in plan.slots:
             keys += [site_day.slot(slot.key), site_day.slot_free(slot.key)]
+        # Slots counted before but gone from SQL must not stay on sale.
+        counted = await self._guard(self._redis.zrange(site_day.slot_index, 0, -1))
+        for key in set(counted) - {slot.key for slot in plan.slots}:
+            keys += [site_day.slot(key), site_day.slot_free(key)]
         await self._call(self._rebuild, keys, [epoch, json.dumps(payload)])
 
     async def forget(self, site_day: SiteDay) -> None:
@@ -253,7 +257,7 @@ class Counters:
             for key, row in zip(slot_keys, rows, strict=True)
             if row[0] is not None
         }
-        return DayLoad(_as_load(day), int(day[3] or 0), slots)
+        return DayLoad(_as_load(day[:3]), int(day[3] or 0), slots)
 
     async def snapshot(self, site_day: SiteDay) -> Snapshot | None:
         """Units Redis counts as taken, per slot and for the day; None without counters."""
@@ -325,6 +329,7 @@ class Counters:
 
 
 def _as_load(row: Sequence[Any]) -> Load:
+    """cap, used, closed and, for a slot, closes_at (ms)."""
     closes_at = int(row[3] or 0) if len(row) > 3 else 0
     return Load(
         cap=int(row[0]), used=int(row[1] or 0), closed=row[2] == "1", closes_at_ms=closes_at

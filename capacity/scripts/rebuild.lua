@@ -1,7 +1,8 @@
 -- Replace one site-day's counters with the state proven in SQL, atomically.
 --
 -- KEYS: 1 epoch, 2 day hash, 3 day free units, 4 visitor id hashes, 5 slot index,
---       then for each slot in ARGV's payload: its hash, its free units
+--       then for each slot in ARGV's payload: its hash, its free units,
+--       then the keys of slots counted before but gone from SQL (deleted)
 -- ARGV: 1 epoch value, 2 JSON payload:
 --   {"day": {"cap", "opens_at", "closed", "party_max", "taken": [units]}, "ids": [hashes],
 --    "slots": [{"key", "start", "cap", "closes_at", "closed", "taken": [units]}]}
@@ -51,6 +52,10 @@ for i, slot in ipairs(payload.slots) do
   fill(hash_key, free_key,
     {'cap', slot.cap, 'closes_at', slot.closes_at, 'closed', slot.closed}, slot.taken)
   redis.call('ZADD', KEYS[5], slot.start, slot.key)
+end
+
+for i = 6 + 2 * #payload.slots, #KEYS do
+  redis.call('DEL', KEYS[i])
 end
 
 redis.call('SET', KEYS[1], ARGV[1])

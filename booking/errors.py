@@ -51,3 +51,13 @@ class RequestInFlight(TidegateError):
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail)
         self.headers["Retry-After"] = "1"
+
+
+class InvalidRequest(TidegateError):
+    """A rule on one field that needs the domain (the clock, say) rather than the schema."""
+
+    code, status, title = "validation-failed", 422, "The request is not valid"
+
+    def __init__(self, *, field: str, rule: str, message: str) -> None:
+        super().__init__(f"{field}: {message} ({rule})")
+        self.extra["errors"] = [{"in": "body", "field": field, "rule": rule, "message": message}]

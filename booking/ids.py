@@ -33,6 +33,7 @@ __all__ = [
     "IdHasher",
     "IdType",
     "InvalidIdNumber",
+    "birth_date",
     "make_resident_id",
     "mask_id_number",
     "normalize_id_number",
@@ -136,6 +137,13 @@ def _check_resident_id(candidate: str, today: date) -> None:
             "check-digit",
             "The resident ID number's check character does not match; please check it for typos.",
         )
+
+
+def birth_date(id_type: IdType, normalized: str) -> date | None:
+    """The date of birth inside a valid resident ID number; None for other documents."""
+    if id_type is not IdType.resident_id:
+        return None
+    return date(int(normalized[6:10]), int(normalized[10:12]), int(normalized[12:14]))
 
 
 def mask_id_number(id_type: IdType, normalized: str) -> str:

@@ -44,7 +44,9 @@ class VisitorIn(Strict):
         if id_type is None:  # id_type itself failed; its own error says so
             return value
         try:
-            return normalize_id_number(id_type, value)
+            # The shape and the date only: "not born in the future" needs the service's clock,
+            # so `Booking.hold` checks it (never the host's date).
+            return normalize_id_number(id_type, value, today=date.max)
         except InvalidIdNumber as error:
             raise PydanticCustomError(error.rule, error.message) from None
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,11 +24,12 @@ from booking.catalog import SlotRef, parse_slot_id
 from booking.errors import (
     HoldExpired,
     IdempotencyKeyReused,
+    InvalidRequest,
     InvalidTransition,
     NotFound,
     RequestInFlight,
 )
-from booking.ids import IdHasher, mask_id_number
+from booking.ids import IdHasher, birth_date, mask_id_number
 from booking.models import Reservation, ReservationStatus, Visitor
 from booking.reconcile import Reconciler
 from booking.repository import KeyConflict, MissingSlot, UnitConflict, classify
@@ -36,7 +37,7 @@ from booking.schemas import ReservationPublic, VisitorIn, VisitorPublic
 from booking.sites import Catalog
 from capacity.clock import Clock
 from capacity.counters import Allocation, Counters
-from capacity.errors import CapacityUnavailable, SlotNotCounted, SoldOut
+from capacity.errors import CapacityUnavailable, OutsideBookingWindow, SlotNotCounted, SoldOut
 from capacity.keys import request_lock
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,9 @@ class Booking:
     ) -> Receipt:
         now = self._clock.now()
         times = await self._catalog.slot_times(ref.id)
+        self._check_born(visitors, today=now.astimezone(times[0].tzinfo).date())
         for attempt in (1, 2):
-            allocation = await self._allocate(ref, id_hashes, now, len(visitors))
+            allocation = await self._allocate(ref, id_hashes, now, len(visitors), times)
             reservation_id = new_id()
             public = ReservationPublic(
                 id=reservation_id,
@@ -166,8 +168,24 @@ class Booking:
             return Receipt(public)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @staticmethod
+    def _check_born(visitors: Sequence[VisitorIn], *, today: date) -> None:
+        for position, visitor in enumerate(visitors):
+            born = birth_date(visitor.id_type, visitor.id_number)
+            if born is not None and born > today:
+                raise InvalidRequest(
+                    field=f"visitors[{position}].id_number",
+                    rule="birth-date",
+                    message="The resident ID number does not contain a plausible date of birth.",
+                )
+
     async def _allocate(
-        self, ref: SlotRef, id_hashes: list[str], now: datetime, party: int
+        self,
+        ref: SlotRef,
+        id_hashes: list[str],
+        now: datetime,
+        party: int,
+        times: tuple[datetime, datetime],
     ) -> Allocation:
         try:
             return await self._counters.allocate(ref.site_day, ref.key, id_hashes, now=now)
@@ -176,6 +194,14 @@ class Booking:
                 raise NotFound(f"no slot {ref.id}") from error
             self._reconciler.schedule(ref.site_day)
             raise CapacityUnavailable("places are being recounted") from error
+        except OutsideBookingWindow as error:
+            # Say when, in the site's own time.
+            zone = times[0].tzinfo
+            opens = error.extra["sales_open_at"].astimezone(zone)
+            closes = error.extra["sales_close_at"].astimezone(zone)
+            error.extra.update(sales_open_at=opens, sales_close_at=closes)
+            error.detail = f"on sale from {opens.isoformat()} until {closes.isoformat()}"
+            raise
         except SoldOut as error:
             error.extra["alternatives"] = await self._catalog.alternatives(
                 ref, party=party, now=now, counters=self._counters

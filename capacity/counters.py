@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -141,21 +141,28 @@ class Counters:
             units = [int(u) for u in reply[2:]]
             return Allocation(tuple(units[:n]), tuple(units[n:]))
         if status == "sold-out":
+            slot_left, day_left = int(reply[1]), int(reply[2])
             raise SoldOut(
-                f"{reply[1]} places left in this slot, {reply[2]} this day; {n} asked for",
-                slot_left=int(reply[1]),
-                day_left=int(reply[2]),
+                f"{n} asked for; left: {slot_left} in this slot, {day_left} this day",
+                slot_left=slot_left,
+                day_left=day_left,
             )
         if status == "duplicate":
-            raise DuplicateVisitor(
-                f"visitor {reply[1]} already holds a place at {site_day.site} "
-                f"on {site_day.visit_date.isoformat()}",
-                visitor_index=int(reply[1]) - 1,
-            )
+            index = int(reply[1])
+            if reply[2] == "party":
+                detail = f"visitor {index} is named twice in this party"
+            else:
+                detail = (
+                    f"visitor {index} already holds a place at {site_day.site} "
+                    f"on {site_day.visit_date.isoformat()}"
+                )
+            raise DuplicateVisitor(detail, visitor_index=index - 1)
         if status == "window":
+            opens_at, closes_at = _instant(reply[1]), _instant(reply[2])
             raise OutsideBookingWindow(
-                opens_at=int(reply[1]),
-                closes_at=int(reply[2]),
+                f"on sale from {opens_at.isoformat()} until {closes_at.isoformat()}",
+                sales_open_at=opens_at,
+                sales_close_at=closes_at,
             )
         if status == "party-too-large":
             raise PartyTooLarge(
@@ -334,6 +341,10 @@ def _as_load(row: Sequence[Any]) -> Load:
     return Load(
         cap=int(row[0]), used=int(row[1] or 0), closed=row[2] == "1", closes_at_ms=closes_at
     )
+
+
+def _instant(millis: Any) -> datetime:
+    return datetime.fromtimestamp(int(millis) / 1000, tz=UTC)
 
 
 def _taken(hwm: Any, free: Sequence[Any]) -> frozenset[int]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -62,6 +63,8 @@ def field_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
     for error in errors:
         location = list(error.get("loc", ()))
         where = str(location.pop(0)) if location and location[0] in _PLACES else "body"
+        if error["type"] == "json_invalid":
+            location = []  # the location is a character offset, not a field
         field = ""
         for part in location:
             field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
@@ -83,7 +86,7 @@ async def _domain(request: Request, error: Exception) -> JSONResponse:
         detail=error.detail,
         instance=request.url.path,
         headers=error.headers or None,
-        **error.extra,
+        **jsonable_encoder(error.extra),
     )
 
 
@@ -108,6 +111,7 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
         status=error.status_code,
         code=code,
         title=str(error.detail),
+        detail=f"{request.method} {request.url.path}: {error.detail}",
         instance=request.url.path,
         headers=dict(error.headers) if error.headers else None,
     )

@@ -9,7 +9,8 @@
 --   {'party-too-large', max}          more visitors than the site takes in one reservation
 --   {'closed'}                        the day or the slot is closed
 --   {'window', opens_at, closes_at}   outside the booking window
---   {'duplicate', i}                  visitor i already holds a place this site-day (or twice here)
+--   {'duplicate', i, where}           visitor i holds a place this site-day ('day') or is
+--                                     named twice in this party ('party')
 --   {'sold-out', slot_left, day_left} not enough places left for the whole party
 --
 -- Lua has no rollback: every check runs before the first write.
@@ -41,13 +42,13 @@ end
 
 for i = 1, n do
   local id_hash = ARGV[2 + i]
-  if redis.call('SISMEMBER', KEYS[4], id_hash) == 1 then
-    return {'duplicate', i}
-  end
   for j = 1, i - 1 do
     if ARGV[2 + j] == id_hash then
-      return {'duplicate', i}
+      return {'duplicate', i, 'party'}
     end
+  end
+  if redis.call('SISMEMBER', KEYS[4], id_hash) == 1 then
+    return {'duplicate', i, 'day'}
   end
 end
 

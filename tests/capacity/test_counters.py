@@ -241,8 +241,8 @@ async def test_allocate_before_sales_open_is_outside_the_window(
     with pytest.raises(OutsideBookingWindow) as refused:
         await take(counters, ["a"])
     assert refused.value.extra == {
-        "opens_at": to_millis(NOW + timedelta(minutes=1)),
-        "closes_at": to_millis(CLOSES),
+        "sales_open_at": NOW + timedelta(minutes=1),
+        "sales_close_at": CLOSES,
     }
     assert await dump(redis) == state_before
 
@@ -256,7 +256,7 @@ async def test_allocate_at_the_closing_instant_is_outside_the_window(counters: C
     await build(counters, day_plan())
     with pytest.raises(OutsideBookingWindow) as refused:
         await take(counters, ["a"], now=CLOSES)
-    assert refused.value.extra == {"opens_at": to_millis(OPENS), "closes_at": to_millis(CLOSES)}
+    assert refused.value.extra == {"sales_open_at": OPENS, "sales_close_at": CLOSES}
     assert await used(counters) == (0, 0)
 
 

@@ -26,9 +26,7 @@ async def fire(
     client: httpx.AsyncClient, tourists: list[dict[str, str]], bodies: list[dict[str, object]]
 ) -> list[httpx.Response]:
     async def one(i: int, body: dict[str, object]) -> httpx.Response:
-        return await client.post(
-            "/v1/reservations", json=body, headers=tourists[i % len(tourists)]
-        )
+        return await client.post("/v1/reservations", json=body, headers=tourists[i % len(tourists)])
 
     return await asyncio.gather(*(one(i, body) for i, body in enumerate(bodies)))
 

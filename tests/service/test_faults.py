@@ -54,9 +54,7 @@ async def test_flushed_redis_answers_503_with_retry_after_until_rebuilt(
 async def test_flush_during_a_rush_never_oversells_and_counts_equal_sql(
     client: httpx.AsyncClient, admin: dict[str, str], runtime: Runtime, redis: Redis
 ) -> None:
-    response = await client.patch(
-        f"/v1/slots/{YONGHE_10}", json={"capacity": 50}, headers=admin
-    )
+    response = await client.patch(f"/v1/slots/{YONGHE_10}", json={"capacity": 50}, headers=admin)
     assert response.status_code == 200
     accounts = [await new_tourist(client) for _ in range(4)]
 

@@ -72,4 +72,4 @@ def test_manual_clock_moves_only_when_told() -> None:
 
 def test_clocks_refuse_naive_starts() -> None:
     with pytest.raises(ValueError, match="UTC offset"):
-        ManualClock(datetime(2026, 12, 1))  # noqa: DTZ001
+        ManualClock(datetime(2026, 12, 1))

@@ -189,15 +189,20 @@ def run_in_process(
     )
     process.start()
     sender.close()
+    answer: LoadResult | str | None = None
     try:
         if not receiver.poll(timeout):
             raise TimeoutError(f"the load generator did not finish within {timeout:.0f} s")
         answer = receiver.recv()
+    except EOFError:
+        answer = "the generator process died before answering"
     finally:
-        process.join(timeout=10)
+        # Once it answered it exits at once; otherwise (timeout, interrupt) it is stopped.
+        process.join(timeout=10 if answer is not None else 0)
         if process.is_alive():
             process.terminate()
             process.join()
+        receiver.close()
     if isinstance(answer, str):
         raise RuntimeError(f"the load generator failed:\n{answer}")
     assert isinstance(answer, LoadResult)

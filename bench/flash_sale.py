@@ -1,0 +1,524 @@
+"""Flash-sale benchmark: N tourists race for the K places of one slot, C at a time.
+
+What is measured
+    A real `tidegate serve` (SQLite file + embedded Redis, as shipped) gets one slot with
+    capacity K and N hold requests (`POST /v1/reservations`, one real-name visitor each, a
+    distinct valid resident ID and `Idempotency-Key` per request) over C keep-alive
+    connections. Two phases are timed from the generator's clock:
+
+    * holds: from the first request sent until the K-th `201` arrived, the path that proves
+      every place in SQL (`holds_per_s`);
+    * sold out: from then until the last answer, the `409 sold-out` path that ARCHITECTURE §2
+      promises is cheap (`sold_out_per_s`).
+
+    The same requests are then sent to a bare FastAPI app served the same way
+    (`bench/ceiling_app.py`: uvicorn, one worker, uvloop + httptools, no access log): its rate
+    is the ceiling of the framework on this machine, and the two ratios say how much of it
+    tidegate keeps. Correctness is checked in SQL afterwards: exactly min(N, K) active
+    visitors in the slot, as many as `201` answers, and nothing oversold.
+
+Why a raw-socket generator
+    On a 2-core machine the client competes with the server for CPU. A general-purpose client
+    (httpx) spends more CPU per request than the server's endpoint does, so it would measure
+    itself. `bench/loadgen.py` writes pre-built request bytes and parses only the status line
+    and `Content-Length` on uvloop streams, in its own process pinned to the other core; its
+    CPU use is reported (`generator_cpu`) so a saturated generator shows.
+
+    .venv/bin/python bench/flash_sale.py --n 5000 --c 64 --k 2000 [--json-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from loadgen import LoadResult, build_request, run_in_process
+
+from booking.ids import make_resident_id
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+HOST = "127.0.0.1"
+SITES = ("yonghe-temple", "temple-of-heaven", "beihai-park", "jingshan-park")
+SITE_TZ = ZoneInfo("Asia/Shanghai")
+PASSWORD = "bench-password"
+REGION = "110101"  # Dongcheng District, Beijing
+
+
+def log(message: str, *, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+# processes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tidegate_command() -> list[str]:
+    script = Path(sys.executable).with_name("tidegate")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "service"]
+
+
+def run_cli(args: Sequence[str], env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [*tidegate_command(), *args], env=env, cwd=REPO_DIR, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"tidegate {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout.strip()
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant of `pid` (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    """A server process started by the bench (and, on stop, whatever it started)."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: Any = field(repr=False, default=None)
+
+    @classmethod
+    def start(
+        cls, name: str, command: list[str], env: dict[str, str], log_path: Path, cpus: set[int]
+    ) -> Server:
+        port = free_port()
+        out = log_path.open("wb")
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            env=env,
+            cwd=REPO_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Pinned before exec, so the embedded redis-server it starts shares its core.
+            preexec_fn=partial(os.sched_setaffinity, 0, cpus) if cpus else None,
+        )
+        return cls(name, port, process, log_path, out)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def wait_ready(self, path: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by the server and its children (the embedded Redis)."""
+        pids = [self.process.pid, *_children(self.process.pid)]
+        return sum(_cpu_seconds(pid) for pid in pids)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        descendants = _children(self.process.pid) if self.process.poll() is None else []
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for pid in descendants:  # only what this server started, if it left any behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        if self._log is not None:
+            self._log.close()
+
+
+# setup through the API -----------------------------------------------------------------------
+
+
+def pick_slot(client: httpx.Client, k: int) -> dict[str, Any]:
+    """The first slot on sale today (or tomorrow) at the first site whose daily cap allows K."""
+    today = datetime.now(SITE_TZ).date()
+    for site in SITES:
+        info = client.get(f"/v1/sites/{site}")
+        if info.status_code != 200 or info.json()["daily_cap"] < k:
+            continue
+        for day in (today, today + timedelta(days=1)):
+            slots = client.get(f"/v1/sites/{site}/slots", params={"date": day.isoformat()})
+            slots.raise_for_status()
+            for slot in slots.json():
+                if slot["on_sale"]:
+                    return dict(slot)
+    raise RuntimeError(f"no slot on sale today or tomorrow at {', '.join(SITES)} with cap ≥ {k}")
+
+
+def set_capacity(client: httpx.Client, slot_id: str, k: int, admin_token: str) -> None:
+    answer = client.patch(
+        f"/v1/slots/{slot_id}",
+        json={"capacity": k},
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
+    if answer.status_code != 200 or answer.json()["remaining"] != k:
+        raise RuntimeError(f"PATCH /v1/slots/{slot_id}: {answer.status_code} {answer.text}")
+
+
+def register_accounts(client: httpx.Client, count: int, run: str) -> list[str]:
+    def register(i: int) -> str:
+        answer = client.post(
+            "/v1/accounts", json={"email": f"bench{i}.{run}@example.com", "password": PASSWORD}
+        )
+        if answer.status_code != 201:
+            raise RuntimeError(f"POST /v1/accounts: {answer.status_code} {answer.text}")
+        token: str = answer.json()["token"]
+        return token
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(register, range(count)))
+
+
+def resident_ids(n: int) -> list[str]:
+    """N distinct valid resident IDs: 1000 sequence numbers per birth date from 1970-01-01."""
+    first = date(1970, 1, 1)
+    return [make_resident_id(REGION, first + timedelta(days=i // 1000), i % 1000) for i in range(n)]
+
+
+def hold_bodies(slot_id: str, n: int) -> list[bytes]:
+    return [
+        json.dumps(
+            {
+                "slot_id": slot_id,
+                "visitors": [
+                    {"name": f"Visitor {i}", "id_type": "resident_id", "id_number": id_number}
+                ],
+            },
+            separators=(",", ":"),
+        ).encode()
+        for i, id_number in enumerate(resident_ids(n))
+    ]
+
+
+def hold_requests(port: int, bodies: list[bytes], tokens: list[str], run: str) -> list[bytes]:
+    return [
+        build_request(
+            f"{HOST}:{port}",
+            "POST",
+            "/v1/reservations",
+            {
+                "Authorization": f"Bearer {tokens[i % len(tokens)]}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": f"bench-{run}-{i}",
+            },
+            body,
+        )
+        for i, body in enumerate(bodies)
+    ]
+
+
+def sold_in_sql(database: Path, slot_id: str) -> int:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as connection:
+        (count,) = connection.execute(
+            "SELECT count(*) FROM visitor WHERE slot_id = ? AND active", (slot_id,)
+        ).fetchone()
+    connection.close()
+    return int(count)
+
+
+# analysis ------------------------------------------------------------------------------------
+
+
+def percentile_ms(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile, in milliseconds."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 2)
+
+
+def rate(count: int, seconds: float) -> float | None:
+    return round(count / seconds, 1) if seconds > 0 and count else None
+
+
+def ratio(part: float | None, whole: float | None) -> float | None:
+    return round(part / whole, 3) if part is not None and whole else None
+
+
+def analyse(result: LoadResult, k: int) -> dict[str, Any]:
+    n = len(result.status)
+    done = [result.sent[i] + result.latency[i] for i in range(n)]
+    end = max(done, default=0.0)
+    created = sorted(done[i] for i in range(n) if result.status[i] == 201)
+    target = min(n, k)
+    # The hold phase ends with the K-th 201 (or the last one, if fewer came back).
+    kth = created[target - 1] if len(created) >= target > 0 else (created or [end])[-1]
+    held = sum(1 for t in created if t <= kth)
+    sold_out_after = sum(1 for i in range(n) if result.sold_out[i] and done[i] > kth)
+    statuses = Counter(result.status)
+    latencies = list(result.latency)
+    hold_lat = [result.latency[i] for i in range(n) if done[i] <= kth]
+    sold_out_lat = [result.latency[i] for i in range(n) if result.sold_out[i]]
+    return {
+        "created": len(created),
+        "holds_per_s": rate(held, kth),
+        "sold_out_per_s": rate(sold_out_after, end - kth),
+        "hold_phase_s": round(kth, 3),
+        "sold_out_phase_s": round(end - kth, 3),
+        "p50_ms": percentile_ms(latencies, 0.50),
+        "p99_ms": percentile_ms(latencies, 0.99),
+        "hold_p50_ms": percentile_ms(hold_lat, 0.50),
+        "hold_p99_ms": percentile_ms(hold_lat, 0.99),
+        "sold_out_p50_ms": percentile_ms(sold_out_lat, 0.50),
+        "sold_out_p99_ms": percentile_ms(sold_out_lat, 0.99),
+        "statuses": {str(code): statuses[code] for code in sorted(statuses)},
+        "sold_out_answers": sum(result.sold_out),
+        "errors_5xx": sum(count for code, count in statuses.items() if code >= 500),
+        "transport_errors": statuses.get(0, 0),
+    }
+
+
+# the run -------------------------------------------------------------------------------------
+
+
+def split_cpus() -> tuple[set[int], set[int]]:
+    """One core for the server, the others for the generator (none pinned on one core)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return set(), set()
+    return {cpus[0]}, set(cpus[1:])
+
+
+def measure(
+    server: Server, requests: list[bytes], c: int, cpus: set[int]
+) -> tuple[LoadResult, float]:
+    """Run the load; return the result and the server's CPU use (cores) during it."""
+    cpu = server.cpu_seconds()
+    result = run_in_process(HOST, server.port, requests, c, cpus=cpus or None)
+    return result, round((server.cpu_seconds() - cpu) / result.wall_s, 2)
+
+
+def bench(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> dict[str, Any]:
+    quiet = args.json_only
+    data_dir = workdir / "data"
+    env = {
+        **os.environ,
+        "TIDEGATE_DATA_DIR": str(data_dir),
+        "TIDEGATE_LOG_LEVEL": "warning",
+    }
+    for name in ("TIDEGATE_DATABASE_URL", "TIDEGATE_REDIS_URL", "TIDEGATE_CLOCK_START"):
+        env.pop(name, None)
+    load_before = round(os.getloadavg()[0], 2)
+    server_cpus, generator_cpus = split_cpus()
+    if generator_cpus:
+        os.sched_setaffinity(0, generator_cpus)  # this process stays off the server's core
+
+    log(f"data dir {data_dir}: migrate, seed, admin token", quiet=quiet)
+    run_cli(["migrate"], env)
+    run_cli(["seed", "--demo"], env)
+    admin_token = run_cli(["token", "create", "--role", "admin"], env).splitlines()[-1]
+
+    tidegate = Server.start(
+        "tidegate serve",
+        [*tidegate_command(), "serve", "--no-background"],
+        env,
+        workdir / "tidegate.log",
+        server_cpus,
+    )
+    servers.append(tidegate)
+    tidegate.wait_ready("/readyz")
+
+    run = uuid.uuid4().hex[:8]
+    with httpx.Client(base_url=tidegate.url, timeout=60) as client:
+        slot = pick_slot(client, args.k)
+        set_capacity(client, slot["id"], args.k, admin_token)
+        accounts = max(1, min(args.c, args.n))
+        log(f"slot {slot['id']} capacity {args.k}; registering {accounts} accounts", quiet=quiet)
+        tokens = register_accounts(client, accounts, run)
+    bodies = hold_bodies(slot["id"], args.n)
+
+    log(f"tidegate: {args.n} holds over {args.c} connections", quiet=quiet)
+    result, server_cpu = measure(
+        tidegate, hold_requests(tidegate.port, bodies, tokens, run), args.c, generator_cpus
+    )
+    sold = sold_in_sql(data_dir / "tidegate.sqlite3", slot["id"])
+    tidegate.stop()
+
+    ceiling = Server.start(
+        "ceiling app",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "ceiling_app:app",
+            "--app-dir",
+            str(BENCH_DIR),
+            "--host",
+            HOST,
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        workdir / "ceiling.log",
+        server_cpus,
+    )
+    servers.append(ceiling)
+    ceiling.wait_ready("/openapi.json")
+    log(f"ceiling: {args.n} requests over {args.c} connections", quiet=quiet)
+    bare, ceiling_cpu = measure(
+        ceiling, hold_requests(ceiling.port, bodies, tokens, run), args.c, generator_cpus
+    )
+    ceiling.stop()
+
+    stats = analyse(result, args.k)
+    bare_stats = analyse(bare, args.k)
+    ceiling_per_s = rate(len(bare.status), bare.wall_s)
+    expected = min(args.n, args.k)
+    report: dict[str, Any] = {
+        "n": args.n,
+        "c": args.c,
+        "k": args.k,
+        "holds_per_s": stats["holds_per_s"],
+        "sold_out_per_s": stats["sold_out_per_s"],
+        "ceiling_per_s": ceiling_per_s,
+        "hold_ratio": ratio(stats["holds_per_s"], ceiling_per_s),
+        "sold_out_ratio": ratio(stats["sold_out_per_s"], ceiling_per_s),
+        "p50_ms": stats["p50_ms"],
+        "p99_ms": stats["p99_ms"],
+        "sold": sold,
+        "oversold": max(0, sold - args.k),
+        "created_201": stats["created"],
+        "statuses": stats["statuses"],
+        "errors_5xx": stats["errors_5xx"],
+        "transport_errors": stats["transport_errors"],
+        "sold_out_answers": stats["sold_out_answers"],
+        "hold_phase_s": stats["hold_phase_s"],
+        "sold_out_phase_s": stats["sold_out_phase_s"],
+        "hold_p50_ms": stats["hold_p50_ms"],
+        "hold_p99_ms": stats["hold_p99_ms"],
+        "sold_out_p50_ms": stats["sold_out_p50_ms"],
+        "sold_out_p99_ms": stats["sold_out_p99_ms"],
+        "ceiling_p50_ms": bare_stats["p50_ms"],
+        "ceiling_p99_ms": bare_stats["p99_ms"],
+        "server_cpu": server_cpu,
+        "ceiling_server_cpu": ceiling_cpu,
+        "generator_cpu": round(result.cpu_s / result.wall_s, 2),
+        "ceiling_generator_cpu": round(bare.cpu_s / bare.wall_s, 2),
+        "cpus": {"server": sorted(server_cpus), "generator": sorted(generator_cpus)},
+        "loadavg_1m": load_before,
+        "slot": slot["id"],
+        "accounts": len(tokens),
+    }
+    problems = []
+    if report["errors_5xx"]:
+        problems.append(f"{report['errors_5xx']} answers were 5xx")
+    if sold != expected:
+        problems.append(f"sold {sold} in SQL, expected min(N, K) = {expected}")
+    if stats["created"] != sold:
+        problems.append(f"{stats['created']} answers were 201 but {sold} visitors are active")
+    if report["transport_errors"]:
+        problems.append(f"{report['transport_errors']} requests got no HTTP answer")
+    if bare_stats["created"] != args.n:
+        problems.append(f"the ceiling app answered {bare_stats['statuses']}, not {args.n} × 201")
+    report["ok"] = not problems
+    report["problems"] = problems
+    if problems and not quiet:
+        log(f"tidegate log tail:\n{tidegate.log_tail()}", quiet=quiet)
+    return report
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=5000, help="hold requests to send (tourists)")
+    parser.add_argument("--c", type=int, default=64, help="concurrent keep-alive connections")
+    parser.add_argument("--k", type=int, default=2000, help="places in the slot")
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    for name in ("n", "c", "k"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanup below
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
+    workdir = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
+    servers: list[Server] = []
+    try:
+        report = bench(args, workdir, servers)
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(report), flush=True)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

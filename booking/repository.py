@@ -254,6 +254,13 @@ async def idempotency_record(
     return await session.get(IdempotencyRecord, (owner_id, key))
 
 
+async def idempotency_records_since(
+    session: AsyncSession, since: datetime
+) -> Sequence[IdempotencyRecord]:
+    query = sa.select(IdempotencyRecord).where(col(IdempotencyRecord.created_at) >= since)
+    return (await session.execute(query)).scalars().all()
+
+
 async def add_idempotency_record(session: AsyncSession, record: dict[str, Any]) -> None:
     await session.execute(sa.insert(IdempotencyRecord), [record])
 

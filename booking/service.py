@@ -38,7 +38,7 @@ from booking.sites import Catalog
 from capacity.clock import Clock
 from capacity.counters import Allocation, Counters
 from capacity.errors import CapacityUnavailable, OutsideBookingWindow, SlotNotCounted, SoldOut
-from capacity.keys import request_lock
+from capacity.replays import RETENTION, Replays
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ class Booking:
         clock: Clock,
         hasher: IdHasher,
         hold_ttl: timedelta,
+        replays: Replays,
     ) -> None:
+        self._replays = replays
         self._sessions = sessions
         self._counters = counters
         self._catalog = catalog
@@ -97,10 +99,13 @@ class Booking:
         if ref is None:
             raise NotFound(f"no slot {slot_id}")
         id_hashes = [self._hasher.hash(v.id_type, v.id_number) for v in visitors]
-        async with self._idempotent(idempotency) as replay:
-            if replay is not None:
-                return replay
-            return await self._hold(owner_id, ref, visitors, id_hashes, idempotency)
+        async with self._idempotent(idempotency) as attempt:
+            if attempt.replay is not None:
+                return attempt.replay
+            public = await self._hold(owner_id, ref, visitors, id_hashes, idempotency)
+            if isinstance(public, Receipt):  # another request with the key committed first
+                return public
+            return await self._finish(attempt, public)
 
     async def _hold(
         self,
@@ -109,7 +114,7 @@ class Booking:
         visitors: Sequence[VisitorIn],
         id_hashes: list[str],
         idempotency: Idempotency | None,
-    ) -> Receipt:
+    ) -> ReservationPublic | Receipt:
         now = self._clock.now()
         times = await self._catalog.slot_times(ref.id)
         self._check_born(visitors, today=now.astimezone(times[0].tzinfo).date())
@@ -165,7 +170,7 @@ class Booking:
                 # the units go back, shielded so a cancellation cannot skip it.
                 await asyncio.shield(self._give_back(ref, allocation, id_hashes))
                 raise
-            return Receipt(public)
+            return public
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
@@ -223,37 +228,39 @@ class Booking:
         self, *, owner_id: str, reservation_id: str, idempotency: Idempotency | None = None
     ) -> Receipt:
         """Turn a live hold into a reservation with an entry ticket."""
-        async with self._idempotent(idempotency) as replay:
-            if replay is not None:
-                return replay
+        async with self._idempotent(idempotency) as attempt:
+            if attempt.replay is not None:
+                return attempt.replay
             now = self._clock.now()
+            public: ReservationPublic | None = None
+            expired: list[Visitor] = []
             async with self._sessions() as session, session.begin():
                 reservation = await self._own(session, reservation_id, owner_id)
-                if reservation.status == ReservationStatus.held:
-                    if reservation.hold_expires_at <= now:
-                        expired = await self._expire(session, [reservation_id], now)
-                    else:
-                        await repo.move_status(
-                            session,
-                            [reservation_id],
-                            from_statuses=[ReservationStatus.held],
-                            to=ReservationStatus.confirmed,
-                            now=now,
-                            ticket_secret=secrets.token_urlsafe(32),
-                        )
-                        public = await self._public(session, reservation_id)
-                        if idempotency is not None:
-                            await self._record(session, idempotency, 200, public, now)
-                        return Receipt(public)
-                elif reservation.status == ReservationStatus.confirmed:
+                status = reservation.status
+                if status == ReservationStatus.held and reservation.hold_expires_at <= now:
+                    # The sweeper has not come by yet: expire it here, with the same guard.
+                    expired = await self._expire(session, [reservation_id], now)
+                elif status == ReservationStatus.held:
+                    await repo.move_status(
+                        session,
+                        [reservation_id],
+                        from_statuses=[ReservationStatus.held],
+                        to=ReservationStatus.confirmed,
+                        now=now,
+                        ticket_secret=secrets.token_urlsafe(32),
+                    )
+                    public = await self._public(session, reservation_id)
+                    if idempotency is not None:
+                        await self._record(session, idempotency, 200, public, now)
+                elif status == ReservationStatus.confirmed:
                     # Confirming twice is harmless: answer with the reservation as it is.
-                    return Receipt(await self._public(session, reservation_id))
-                elif reservation.status == ReservationStatus.expired:
+                    public = await self._public(session, reservation_id)
+                elif status == ReservationStatus.expired:
                     raise HoldExpired(f"the hold of {reservation_id} expired")
                 else:
-                    raise InvalidTransition(
-                        f"a {reservation.status} reservation cannot be confirmed"
-                    )
+                    raise InvalidTransition(f"a {status} reservation cannot be confirmed")
+            if public is not None:
+                return await self._finish(attempt, public)
             await self._release(expired)
             raise HoldExpired(f"the hold of {reservation_id} expired")
 
@@ -261,9 +268,9 @@ class Booking:
         self, *, owner_id: str, reservation_id: str, idempotency: Idempotency | None = None
     ) -> Receipt:
         """Cancel a hold or a reservation; its places go back on sale at once."""
-        async with self._idempotent(idempotency) as replay:
-            if replay is not None:
-                return replay
+        async with self._idempotent(idempotency) as attempt:
+            if attempt.replay is not None:
+                return attempt.replay
             now = self._clock.now()
             async with self._sessions() as session, session.begin():
                 reservation = await self._own(session, reservation_id, owner_id)
@@ -283,7 +290,7 @@ class Booking:
                 if idempotency is not None:
                     await self._record(session, idempotency, 200, public, now)
             await self._release(visitors)
-            return Receipt(public)
+            return await self._finish(attempt, public)
 
     async def expire_due(self, *, limit: int = 200) -> int:
         """The sweeper's step: expire holds past their deadline and return their places."""
@@ -389,37 +396,67 @@ class Booking:
     # idempotency -------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _idempotent(self, request: Idempotency | None) -> AsyncIterator[Receipt | None]:
-        """Same key and body: replay. Same key, other body: 422. Still running: 409."""
+    async def _idempotent(self, request: Idempotency | None) -> AsyncIterator[_Attempt]:
+        """Same key and body: replay. Same key, other body: 422. Still running: 409.
+
+        Redis answers from its copy of finished requests; SQL, where every record is written
+        with its change, is asked only while Redis's copy is incomplete (after a data loss).
+        """
+        attempt = _Attempt(request)
         if request is None:
-            yield None
+            yield attempt
             return
-        lock = request_lock(request.owner_id, request.key)
-        if not await self._counters.try_lock(lock, ttl_ms=30_000):
-            replay = await self._stored(request)
-            if replay is None:
-                raise RequestInFlight()
-            yield replay
+        begun = await self._replays.begin(request.owner_id, request.key)
+        if begun.record is not None:
+            attempt.replay = _replay(request, begun.record)
+            yield attempt
             return
+        if begun.busy:
+            raise RequestInFlight()
         try:
-            yield await self._stored(request)
+            if not begun.warm:
+                attempt.replay = await self._stored(request)
+            yield attempt
         finally:
-            await self._counters.unlock(lock)
+            if not attempt.finished:
+                await self._replays.abandon(request.owner_id, request.key)
+
+    async def _finish(self, attempt: _Attempt, public: ReservationPublic) -> Receipt:
+        """After the commit: keep the answer in Redis for retries, release the lock."""
+        if attempt.request is not None:
+            await self._replays.finish(
+                attempt.request.owner_id,
+                attempt.request.key,
+                _record(attempt.request.fingerprint, public),
+            )
+            attempt.finished = True
+        return Receipt(public)
 
     async def _stored(self, request: Idempotency) -> Receipt | None:
         async with self._sessions() as session:
             record = await repo.idempotency_record(session, request.owner_id, request.key)
         if record is None:
             return None
-        if record.fingerprint != request.fingerprint:
-            raise IdempotencyKeyReused()
-        return Receipt(ReservationPublic.model_validate_json(record.body), replayed=True)
+        return _replay(request, _record_text(record.fingerprint, record.body))
 
     async def _replay_committed(self, request: Idempotency) -> Receipt:
         replay = await self._stored(request)
         if replay is None:  # pragma: no cover - the conflict proves the record exists
             raise RequestInFlight()
         return replay
+
+    async def warm_replays(self) -> int:
+        """After Redis lost its data: reload the last day's finished requests from SQL."""
+        cold = await self._replays.cold_shards()
+        if not cold:
+            return 0
+        since = self._clock.now() - RETENTION
+        async with self._sessions() as session:
+            records = await repo.idempotency_records_since(session, since)
+        await self._replays.warm(
+            [(r.owner_id, r.key, _record_text(r.fingerprint, r.body)) for r in records], cold
+        )
+        return len(records)
 
     @staticmethod
     async def _record(
@@ -490,3 +527,27 @@ class Booking:
             "day_unit": allocation.day_units[position],
             "active": True,
         }
+
+
+class _Attempt:
+    """One run of an operation under an Idempotency-Key (or none)."""
+
+    def __init__(self, request: Idempotency | None) -> None:
+        self.request = request
+        self.replay: Receipt | None = None
+        self.finished = False
+
+
+def _record(fingerprint: str, public: ReservationPublic) -> str:
+    return _record_text(fingerprint, public.model_dump_json())
+
+
+def _record_text(fingerprint: str, body: str) -> str:
+    return f"{fingerprint}:{body}"
+
+
+def _replay(request: Idempotency, record: str) -> Receipt:
+    fingerprint, _, body = record.partition(":")
+    if fingerprint != request.fingerprint:
+        raise IdempotencyKeyReused()
+    return Receipt(ReservationPublic.model_validate_json(body), replayed=True)

@@ -80,7 +80,38 @@ class SiteDay:
         ]
 
 
-def request_lock(owner: str, key: str) -> str:
-    """An in-flight marker for an idempotent request (the key itself may be long or odd)."""
-    digest = hashlib.sha256(f"{owner}\x00{key}".encode()).hexdigest()[:32]
-    return f"{PREFIX}:inflight:{digest}"
+REQUEST_SHARDS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKeys:
+    """Keys of one idempotent request. The done record, the in-flight lock and the shard's
+    "warm" marker share a hash tag, so one script reads all three (ARCHITECTURE §3); sixteen
+    shards spread the keys over the cluster."""
+
+    digest: str
+
+    @classmethod
+    def of(cls, owner: str, key: str) -> RequestKeys:
+        return cls(hashlib.sha256(f"{owner}\x00{key}".encode()).hexdigest()[:32])
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}:{{req:{int(self.digest[0], 16) % REQUEST_SHARDS:x}}}"
+
+    @property
+    def done(self) -> str:
+        return f"{self.tag}:done:{self.digest}"
+
+    @property
+    def in_flight(self) -> str:
+        return f"{self.tag}:inflight:{self.digest}"
+
+    @property
+    def warm(self) -> str:
+        return warm_marker(int(self.digest[0], 16) % REQUEST_SHARDS)
+
+
+def warm_marker(shard: int) -> str:
+    """Present while the shard's done records were loaded from SQL (absent after data loss)."""
+    return f"{PREFIX}:{{req:{shard:x}}}:warm"

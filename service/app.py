@@ -20,6 +20,7 @@ async def start(runtime: Runtime) -> None:
     """Make today's horizon of slots and build every missing counter before serving."""
     created = await runtime.catalog.ensure_slots()
     built = await runtime.reconciler.rebuild_missing()
+    await runtime.booking.warm_replays()
     runtime.ready = True
     log.info("ready: %d new slots, %d site-days counted from SQL", created, built)
 

@@ -25,6 +25,7 @@ async def sweep_once(runtime: Runtime) -> int:
 
 
 async def reconcile_once(runtime: Runtime) -> int:
+    await runtime.booking.warm_replays()
     report = await runtime.reconciler.reconcile()
     per_site: dict[str, int] = defaultdict(int)
     for day in report.days:

@@ -15,7 +15,7 @@ from booking.sites import Catalog
 from service.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -23,11 +23,11 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_booking(runtime: RuntimeDep) -> Booking:
+async def get_booking(runtime: RuntimeDep) -> Booking:
     return runtime.booking
 
 
-def get_catalog(runtime: RuntimeDep) -> Catalog:
+async def get_catalog(runtime: RuntimeDep) -> Catalog:
     return runtime.catalog
 
 

@@ -23,6 +23,7 @@ from booking.service import Booking
 from booking.sites import Catalog
 from capacity.clock import Clock
 from capacity.counters import Counters
+from capacity.replays import Replays
 from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
 
@@ -98,6 +99,7 @@ class Runtime:
             clock=clock,
             hasher=hasher,
             hold_ttl=settings.hold_ttl,
+            replays=Replays(redis),
         )
         accounts = Accounts(sessions=sessions, clock=clock, token_ttl=settings.token_ttl)
         return cls(

@@ -8,7 +8,7 @@ from importlib import resources
 
 from redis.crc import key_slot
 
-from capacity.keys import SiteDay, request_lock
+from capacity.keys import RequestKeys, SiteDay
 
 PALACE = SiteDay("palace-museum", date(2026, 12, 1))
 PALACE_NEXT = SiteDay("palace-museum", date(2026, 12, 2))
@@ -102,9 +102,14 @@ def test_release_lua_takes_the_same_keys_as_allocate_lua() -> None:
     assert documented_keys("release.lua") == documented_keys("allocate.lua")
 
 
-def test_request_lock_is_stable_and_separates_owners() -> None:
-    first = request_lock("owner-a", "key-1")
-    assert first == request_lock("owner-a", "key-1")
-    assert re.fullmatch(r"tg:inflight:[0-9a-f]{32}", first)
-    assert first != request_lock("owner-b", "key-1")
-    assert first != request_lock("owner-a", "key-2")
+def test_request_keys_are_stable_and_separate_owners() -> None:
+    first = RequestKeys.of("owner-a", "key-1")
+    assert first == RequestKeys.of("owner-a", "key-1")
+    assert first != RequestKeys.of("owner-b", "key-1")
+    assert first != RequestKeys.of("owner-a", "key-2")
+
+
+def test_request_keys_share_one_cluster_slot_with_their_shard_marker() -> None:
+    keys = RequestKeys.of("owner-a", "a key with spaces and ünïcode")
+    assert len({key_slot(k.encode()) for k in (keys.done, keys.in_flight, keys.warm)}) == 1
+    assert "ünïcode" not in keys.done

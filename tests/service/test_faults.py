@@ -93,3 +93,63 @@ async def test_unreachable_redis_answers_503_not_500(
     assert response.status_code == 503
     assert response.json()["code"] == "capacity-unavailable"
     assert response.headers["Retry-After"] == "1"
+
+
+async def test_retry_after_redis_lost_its_data_replays_from_sql(
+    client: httpx.AsyncClient, tourist: dict[str, str], runtime: Runtime, redis: Redis
+) -> None:
+    key = {"Idempotency-Key": "rush-hour-1"}
+    body = {"slot_id": YONGHE_10, "visitors": [visitor()]}
+    first = await client.post("/v1/reservations", json=body, headers=tourist | key)
+    assert first.status_code == 201
+    await redis.flushdb()
+
+    retry = await client.post("/v1/reservations", json=body, headers=tourist | key)
+
+    assert retry.status_code == 201
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json() == first.json()
+
+
+async def test_warmed_replays_answer_without_asking_sql(
+    client: httpx.AsyncClient,
+    tourist: dict[str, str],
+    runtime: Runtime,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from booking import repository
+
+    key = {"Idempotency-Key": "rush-hour-2"}
+    body = {"slot_id": YONGHE_10, "visitors": [visitor()]}
+    first = await client.post("/v1/reservations", json=body, headers=tourist | key)
+    await redis.flushdb()
+    assert await runtime.booking.warm_replays() == 1
+
+    async def no_sql(*args: object, **kwargs: object) -> None:
+        raise AssertionError("SQL was asked")
+
+    monkeypatch.setattr(repository, "idempotency_record", no_sql)
+    retry = await client.post("/v1/reservations", json=body, headers=tourist | key)
+
+    assert retry.status_code == 201
+    assert retry.json() == first.json()
+    assert await runtime.booking.warm_replays() == 0  # every shard is warm now
+
+
+async def test_retry_while_the_first_is_in_flight_is_409(
+    client: httpx.AsyncClient, tourist: dict[str, str], runtime: Runtime
+) -> None:
+    from capacity.replays import Replays
+
+    principal = await runtime.accounts.authenticate(tourist["Authorization"].split()[1])
+    assert principal.account_id is not None
+    # The first request took the lock and is still working.
+    begun = await Replays(runtime.redis).begin(principal.account_id, "slow-one")
+    assert begun.busy is False
+
+    response = await hold(client, tourist | {"Idempotency-Key": "slow-one"})
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "request-in-flight"
+    assert response.headers["Retry-After"] == "1"

@@ -133,11 +133,17 @@ async def set_slot_capacity(session: AsyncSession, slot_id: str, capacity: int) 
 # reservations ------------------------------------------------------------------------------
 
 
-async def add_reservation(
-    session: AsyncSession, reservation: dict[str, Any], visitors: list[dict[str, Any]]
+async def add_holds(
+    session: AsyncSession,
+    reservations: list[dict[str, Any]],
+    visitors: list[dict[str, Any]],
+    records: list[dict[str, Any]],
 ) -> None:
-    await session.execute(sa.insert(Reservation), [reservation])
-    await session.execute(sa.insert(Visitor), visitors)
+    """Insert holds with their visitors and idempotency records (Core inserts: no ORM state)."""
+    await session.execute(Reservation.__table__.insert(), reservations)  # type: ignore[attr-defined]
+    await session.execute(Visitor.__table__.insert(), visitors)  # type: ignore[attr-defined]
+    if records:
+        await session.execute(IdempotencyRecord.__table__.insert(), records)  # type: ignore[attr-defined]
 
 
 async def get_reservation(

@@ -30,6 +30,7 @@ from booking.errors import (
     RequestInFlight,
 )
 from booking.ids import IdHasher, birth_date, mask_id_number
+from booking.ledger import HoldLedger, PendingHold
 from booking.models import Reservation, ReservationStatus, Visitor
 from booking.reconcile import Reconciler
 from booking.repository import KeyConflict, MissingSlot, UnitConflict, classify
@@ -74,8 +75,10 @@ class Booking:
         hasher: IdHasher,
         hold_ttl: timedelta,
         replays: Replays,
+        ledger: HoldLedger,
     ) -> None:
         self._replays = replays
+        self._ledger = ledger
         self._sessions = sessions
         self._counters = counters
         self._catalog = catalog
@@ -137,18 +140,16 @@ class Booking:
                 expires_at=now + self._hold_ttl,
                 created_at=now,
             )
+            pending = PendingHold(
+                reservation=self._reservation_row(public, owner_id, idempotency, now),
+                visitors=[
+                    self._visitor_row(public, i, v, id_hashes[i], allocation)
+                    for i, v in enumerate(visitors)
+                ],
+                record=_record_row(idempotency, 201, public, now) if idempotency else None,
+            )
             try:
-                async with self._sessions() as session, session.begin():
-                    await repo.add_reservation(
-                        session,
-                        self._reservation_row(public, owner_id, idempotency, now),
-                        [
-                            self._visitor_row(public, i, v, id_hashes[i], allocation)
-                            for i, v in enumerate(visitors)
-                        ],
-                    )
-                    if idempotency is not None:
-                        await self._record(session, idempotency, 201, public, now)
+                await self._ledger.write(pending)
             except IntegrityError as error:
                 reason = classify(error)
                 if isinstance(reason, UnitConflict):
@@ -166,9 +167,10 @@ class Booking:
                     raise NotFound(f"no slot {ref.id}") from error
                 raise
             except BaseException:
-                # Nothing was proven in SQL (an error, or the request was cancelled):
-                # the units go back, shielded so a cancellation cannot skip it.
-                await asyncio.shield(self._give_back(ref, allocation, id_hashes))
+                # Unless SQL proved the hold after all (a cancelled request's batch may still
+                # commit), the units go back, shielded so a cancellation cannot skip it.
+                if not await self._ledger.outcome(pending):
+                    await asyncio.shield(self._give_back(ref, allocation, id_hashes))
                 raise
             return public
         raise AssertionError("unreachable")  # pragma: no cover
@@ -466,17 +468,7 @@ class Booking:
         public: ReservationPublic,
         now: datetime,
     ) -> None:
-        await repo.add_idempotency_record(
-            session,
-            {
-                "owner_id": request.owner_id,
-                "key": request.key,
-                "fingerprint": request.fingerprint,
-                "status_code": status_code,
-                "body": public.model_dump_json(),
-                "created_at": now,
-            },
-        )
+        await repo.add_idempotency_record(session, _record_row(request, status_code, public, now))
 
     # rows --------------------------------------------------------------------------------
 
@@ -551,3 +543,16 @@ def _replay(request: Idempotency, record: str) -> Receipt:
     if fingerprint != request.fingerprint:
         raise IdempotencyKeyReused()
     return Receipt(ReservationPublic.model_validate_json(body), replayed=True)
+
+
+def _record_row(
+    request: Idempotency, status_code: int, public: ReservationPublic, now: datetime
+) -> dict[str, object]:
+    return {
+        "owner_id": request.owner_id,
+        "key": request.key,
+        "fingerprint": request.fingerprint,
+        "status_code": status_code,
+        "body": public.model_dump_json(),
+        "created_at": now,
+    }

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 
 from booking.accounts import Accounts
 from booking.ids import IdHasher
+from booking.ledger import HoldLedger
 from booking.reconcile import Reconciler
 from booking.service import Booking
 from booking.sites import Catalog
@@ -67,6 +68,7 @@ class Runtime:
     booking: Booking
     accounts: Accounts
     hasher: IdHasher
+    ledger: HoldLedger | None = None
     embedded_redis: EmbeddedRedis | None = None
     ready: bool = False
 
@@ -91,6 +93,7 @@ class Runtime:
             grace=timedelta(seconds=settings.reconcile_grace_seconds),
         )
         hasher = IdHasher(settings.id_key())
+        ledger = HoldLedger(sessions)
         booking = Booking(
             sessions=sessions,
             counters=counters,
@@ -100,6 +103,7 @@ class Runtime:
             hasher=hasher,
             hold_ttl=settings.hold_ttl,
             replays=Replays(redis),
+            ledger=ledger,
         )
         accounts = Accounts(sessions=sessions, clock=clock, token_ttl=settings.token_ttl)
         return cls(
@@ -114,11 +118,14 @@ class Runtime:
             booking=booking,
             accounts=accounts,
             hasher=hasher,
+            ledger=ledger,
             embedded_redis=embedded,
         )
 
     async def close(self) -> None:
         await self.reconciler.wait_pending()
+        if self.ledger is not None:
+            await self.ledger.close()
         await self.redis.aclose()
         await self.engine.dispose()
         if self.embedded_redis is not None:

@@ -318,7 +318,7 @@ async def test_failed_sql_insert_returns_its_units(
     await held(lenient, tourist)
     before_used = await slot_used(runtime, YONGHE, KEY_10)
     before = await runtime.counters.snapshot(YONGHE)
-    original = repository.add_reservation
+    original = repository.add_holds
     calls = 0
 
     async def fail_once(*args: Any, **kwargs: Any) -> None:
@@ -328,7 +328,7 @@ async def test_failed_sql_insert_returns_its_units(
             raise RuntimeError("the database went away")
         await original(*args, **kwargs)
 
-    monkeypatch.setattr(repository, "add_reservation", fail_once)
+    monkeypatch.setattr(repository, "add_holds", fail_once)
     response = await hold(lenient, tourist)
     assert response.status_code == 500, response.text
     assert response.headers["content-type"].startswith("application/problem+json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import date, datetime
 
@@ -30,12 +31,13 @@ from booking.schemas import (
     SlotPublic,
 )
 from capacity.clock import Clock
-from capacity.counters import Counters
+from capacity.counters import Counters, DayLoad
 from capacity.keys import SiteDay
 
 log = logging.getLogger(__name__)
 
 ALTERNATIVES = 3
+LOAD_TTL_SECONDS = 0.5
 
 
 class Catalog:
@@ -51,6 +53,7 @@ class Catalog:
         self._clock = clock
         # Slot times never change once a slot exists, so every replica may keep them.
         self._times: dict[str, tuple[datetime, datetime]] = {}
+        self._loads: dict[SiteDay, tuple[float, DayLoad | None]] = {}
 
     # sites -------------------------------------------------------------------------------
 
@@ -202,8 +205,12 @@ class Catalog:
     async def alternatives(
         self, ref: SlotRef, *, party: int, now: datetime, counters: Counters | None = None
     ) -> list[dict[str, object]]:
-        """The nearest slots of the same site-day that still have room for the whole party."""
-        load = await (counters or self._counters).load(ref.site_day)
+        """The nearest slots of the same site-day that still have room for the whole party.
+
+        Suggestions, not promises: the day's load is read at most every half second per
+        site-day, so a sell-out rush answers thousands of refusals from one Redis read.
+        """
+        load = await self._recent_load(ref.site_day, counters or self._counters)
         if load is None:
             return []
         wanted = await self.slot_times(ref.id)
@@ -220,6 +227,17 @@ class Catalog:
             Alternative(slot_id=slot_id, start=start, end=end, remaining=left).as_dict()
             for _, start, slot_id, end, left in candidates[:ALTERNATIVES]
         ]
+
+    async def _recent_load(self, site_day: SiteDay, counters: Counters) -> DayLoad | None:
+        now = time.monotonic()
+        cached = self._loads.get(site_day)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        load = await counters.load(site_day)
+        if len(self._loads) > 10_000:
+            self._loads.clear()
+        self._loads[site_day] = (now + LOAD_TTL_SECONDS, load)
+        return load
 
     # managing ----------------------------------------------------------------------------
 

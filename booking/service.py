@@ -211,7 +211,7 @@ class Booking:
             raise
         except SoldOut as error:
             error.extra["alternatives"] = await self._catalog.alternatives(
-                ref, party=party, now=now, counters=self._counters
+                ref, party=party, now=now
             )
             raise
 

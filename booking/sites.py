@@ -203,14 +203,14 @@ class Catalog:
             return await repo.get_slot(session, slot_id) is not None
 
     async def alternatives(
-        self, ref: SlotRef, *, party: int, now: datetime, counters: Counters | None = None
+        self, ref: SlotRef, *, party: int, now: datetime
     ) -> list[dict[str, object]]:
         """The nearest slots of the same site-day that still have room for the whole party.
 
         Suggestions, not promises: the day's load is read at most every half second per
         site-day, so a sell-out rush answers thousands of refusals from one Redis read.
         """
-        load = await self._recent_load(ref.site_day, counters or self._counters)
+        load = await self._recent_load(ref.site_day)
         if load is None:
             return []
         wanted = await self.slot_times(ref.id)
@@ -228,12 +228,12 @@ class Catalog:
             for _, start, slot_id, end, left in candidates[:ALTERNATIVES]
         ]
 
-    async def _recent_load(self, site_day: SiteDay, counters: Counters) -> DayLoad | None:
+    async def _recent_load(self, site_day: SiteDay) -> DayLoad | None:
         now = time.monotonic()
         cached = self._loads.get(site_day)
         if cached is not None and cached[0] > now:
             return cached[1]
-        load = await counters.load(site_day)
+        load = await self._counters.load(site_day)
         if len(self._loads) > 10_000:
             self._loads.clear()
         self._loads[site_day] = (now + LOAD_TTL_SECONDS, load)

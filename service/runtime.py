@@ -93,7 +93,7 @@ class Runtime:
             grace=timedelta(seconds=settings.reconcile_grace_seconds),
         )
         hasher = IdHasher(settings.id_key())
-        ledger = HoldLedger(sessions)
+        ledger = HoldLedger(engine)
         booking = Booking(
             sessions=sessions,
             counters=counters,

@@ -24,7 +24,7 @@ from capacity.errors import (
     SiteClosed,
     SoldOut,
 )
-from service.deps import BookingDep, IdempotencyKeyHeader, RuntimeDep, TouristDep, idempotency
+from service.deps import IdempotencyKeyHeader, RuntimeDep, TouristDep, idempotency
 from service.errors import problem_responses
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
@@ -49,13 +49,12 @@ def _answer(receipt: Receipt, response: Response) -> ReservationPublic:
 async def hold_places(
     body: HoldRequest,
     response: Response,
-    booking: BookingDep,
     runtime: RuntimeDep,
     tourist: TouristDep,
     key: IdempotencyKeyHeader = None,
 ) -> ReservationPublic:
     """Hold places on a timed-entry slot for real-name visitors until confirmed or expired."""
-    receipt = await booking.hold(
+    receipt = await runtime.booking.hold(
         owner_id=tourist.actor,
         slot_id=body.slot_id,
         visitors=body.visitors,
@@ -72,13 +71,12 @@ async def hold_places(
 async def confirm(
     reservation_id: str,
     response: Response,
-    booking: BookingDep,
     runtime: RuntimeDep,
     tourist: TouristDep,
     key: IdempotencyKeyHeader = None,
 ) -> ReservationPublic:
     """Confirm a live hold; the reservation then carries an entry ticket."""
-    receipt = await booking.confirm(
+    receipt = await runtime.booking.confirm(
         owner_id=tourist.actor,
         reservation_id=reservation_id,
         idempotency=idempotency(runtime, tourist, key, f"confirm {reservation_id}"),
@@ -94,13 +92,12 @@ async def confirm(
 async def cancel(
     reservation_id: str,
     response: Response,
-    booking: BookingDep,
     runtime: RuntimeDep,
     tourist: TouristDep,
     key: IdempotencyKeyHeader = None,
 ) -> ReservationPublic:
     """Cancel a hold or a reservation; its places go back on sale at once."""
-    receipt = await booking.cancel(
+    receipt = await runtime.booking.cancel(
         owner_id=tourist.actor,
         reservation_id=reservation_id,
         idempotency=idempotency(runtime, tourist, key, f"cancel {reservation_id}"),
@@ -110,13 +107,13 @@ async def cancel(
 
 @router.get("", response_model=list[ReservationPublic], responses=problem_responses(Unauthorized))
 async def list_reservations(
-    booking: BookingDep,
+    runtime: RuntimeDep,
     tourist: TouristDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> list[ReservationPublic]:
     """The caller's own reservations, newest first."""
-    return await booking.list(owner_id=tourist.actor, limit=limit, offset=offset)
+    return await runtime.booking.list(owner_id=tourist.actor, limit=limit, offset=offset)
 
 
 @router.get(
@@ -125,7 +122,7 @@ async def list_reservations(
     responses=problem_responses(Unauthorized, NotFound),
 )
 async def get_reservation(
-    reservation_id: str, booking: BookingDep, tourist: TouristDep
+    reservation_id: str, runtime: RuntimeDep, tourist: TouristDep
 ) -> ReservationPublic:
     """One of the caller's own reservations (anybody else's answers 404)."""
-    return await booking.get(owner_id=tourist.actor, reservation_id=reservation_id)
+    return await runtime.booking.get(owner_id=tourist.actor, reservation_id=reservation_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,12 +33,20 @@ from booking.schemas import (
 )
 from capacity.clock import Clock
 from capacity.counters import Counters, DayLoad
+from capacity.errors import CapacityUnavailable
 from capacity.keys import SiteDay
 
 log = logging.getLogger(__name__)
 
 ALTERNATIVES = 3
 LOAD_TTL_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Places:
+    slots: dict[str, int]
+    day_left: int
+    closed: bool
 
 
 class Catalog:
@@ -80,17 +89,9 @@ class Catalog:
 
     async def _site_view(self, site: Site, gates: Sequence[Gate]) -> SitePublic:
         today = self.today(site)
-        load = await self._counters.load(SiteDay(site.id, today))
-        day = (
-            DayLoadPublic(
-                date=today,
-                open=bool(load.slots) and not load.day.closed,
-                offered=load.day.cap,
-                remaining=load.day.left,
-            )
-            if load is not None
-            else DayLoadPublic(date=today, open=False, offered=0, remaining=0)
-        )
+        async with self._sessions() as session:
+            slots = await repo.slots_of_day(session, site.id, today)
+        places = await self._places(site, today, slots)
         return SitePublic(
             **site.model_dump(exclude={"sources"}),
             name=site.name_en,
@@ -100,7 +101,40 @@ class Catalog:
                 for gate in gates
                 if gate.site_id == site.id
             ],
-            today=day,
+            today=DayLoadPublic(
+                date=today,
+                open=bool(slots) and not places.closed,
+                offered=site.daily_cap if slots else 0,
+                remaining=places.day_left if slots else 0,
+            ),
+        )
+
+    async def _places(self, site: Site, visit_date: date, slots: Sequence[Slot]) -> Places:
+        """Places left per slot and in the day: Redis's count, or SQL's while Redis has none
+        (being rebuilt, or unreachable), so the catalog stays readable through an outage."""
+        try:
+            load = await self._counters.load(SiteDay(site.id, visit_date))
+        except CapacityUnavailable:
+            load = None
+        if load is not None:
+            return Places(
+                {slot.id: load.left_in(slot_key(slot.start)) for slot in slots},
+                load.day.left,
+                load.day.closed,
+            )
+        async with self._sessions() as session:
+            rows = await repo.active_units(session, site.id, visit_date)
+        per_slot: dict[str, int] = {}
+        for row in rows:
+            per_slot[row[0]] = per_slot.get(row[0], 0) + 1
+        day_left = max(site.daily_cap - len(rows), 0)
+        return Places(
+            {
+                slot.id: max(min(slot.capacity - per_slot.get(slot.id, 0), day_left), 0)
+                for slot in slots
+            },
+            day_left,
+            closed=False,
         )
 
     def today(self, site: Site) -> date:
@@ -109,26 +143,15 @@ class Catalog:
     # slots -------------------------------------------------------------------------------
 
     async def slots(self, site_id: str, visit_date: date) -> list[SlotPublic]:
-        """A day's slots with places left as Redis counts them (SQL while being rebuilt)."""
+        """A day's slots with the places left in each."""
         async with self._sessions() as session:
             site = await repo.get_site(session, site_id)
             if site is None:
                 raise NotFound(f"no site {site_id}")
             slots = await repo.slots_of_day(session, site_id, visit_date)
-        load = await self._counters.load(SiteDay(site_id, visit_date))
-        if load is None and slots:
-            async with self._sessions() as session:
-                taken_per_slot, taken_day = await self._taken_in_sql(session, site, visit_date)
+        places = await self._places(site, visit_date, slots)
         now = self._clock.now()
-        views = []
-        for slot in slots:
-            if load is not None:
-                remaining = load.left_in(slot_key(slot.start))
-            else:
-                slot_left = slot.capacity - taken_per_slot.get(slot.id, 0)
-                remaining = max(min(slot_left, site.daily_cap - taken_day), 0)
-            views.append(self._slot_view(site, slot, remaining, now))
-        return views
+        return [self._slot_view(site, slot, places.slots[slot.id], now) for slot in slots]
 
     async def slot(self, slot_id: str) -> SlotPublic:
         async with self._sessions() as session:
@@ -137,9 +160,8 @@ class Catalog:
                 raise NotFound(f"no slot {slot_id}")
             site = await repo.get_site(session, slot.site_id)
         assert site is not None
-        load = await self._counters.load(SiteDay(slot.site_id, slot.visit_date))
-        remaining = load.left_in(slot_key(slot.start)) if load else 0
-        return self._slot_view(site, slot, remaining, self._clock.now())
+        places = await self._places(site, slot.visit_date, [slot])
+        return self._slot_view(site, slot, places.slots[slot.id], self._clock.now())
 
     def _slot_view(self, site: Site, slot: Slot, remaining: int, now: datetime) -> SlotPublic:
         opens = sales_open_at(site, slot.visit_date)
@@ -159,17 +181,6 @@ class Catalog:
             sales_open_at=opens,
             sales_close_at=closes,
         )
-
-    @staticmethod
-    async def _taken_in_sql(
-        session: AsyncSession, site: Site, visit_date: date
-    ) -> tuple[dict[str, int], int]:
-        """Places taken per slot and in the day, counted in SQL (while Redis is rebuilt)."""
-        rows = await repo.active_units(session, site.id, visit_date)
-        per_slot: dict[str, int] = {}
-        for row in rows:
-            per_slot[row[0]] = per_slot.get(row[0], 0) + 1
-        return per_slot, len(rows)
 
     async def slot_times(self, slot_id: str) -> tuple[datetime, datetime]:
         """Start and end of a slot's entry window, with the site's UTC offset."""

@@ -153,3 +153,34 @@ async def test_retry_while_the_first_is_in_flight_is_409(
     assert response.status_code == 409
     assert response.json()["code"] == "request-in-flight"
     assert response.headers["Retry-After"] == "1"
+
+
+async def test_catalog_counts_from_sql_while_redis_has_no_counters(
+    client: httpx.AsyncClient, tourist: dict[str, str], redis: Redis
+) -> None:
+    for _ in range(2):
+        assert (await hold(client, tourist)).status_code == 201
+    await redis.flushdb()
+
+    slots = await client.get("/v1/sites/yonghe-temple/slots", params={"date": "2026-12-01"})
+    site = (await client.get("/v1/sites/yonghe-temple")).json()
+
+    assert slots.status_code == 200
+    remaining = {slot["id"]: slot["remaining"] for slot in slots.json()}
+    assert remaining[YONGHE_10] == 998
+    assert remaining["yonghe-temple.2026-12-01.1100"] == 1000
+    assert site["today"]["remaining"] == 7498
+
+
+async def test_catalog_stays_readable_when_redis_is_unreachable(
+    client: httpx.AsyncClient, tourist: dict[str, str], runtime: Runtime
+) -> None:
+    from capacity.counters import Counters
+
+    assert (await hold(client, tourist)).status_code == 201
+    runtime.catalog._counters = Counters(Redis.from_url("redis://127.0.0.1:1/0"))
+
+    response = await client.get(f"/v1/slots/{YONGHE_10}")
+
+    assert response.status_code == 200
+    assert response.json()["remaining"] == 999

@@ -70,3 +70,30 @@ async def test_reconciler_step_reports_drift_as_a_metric(
 
 async def test_slot_generation_step_is_idempotent(runtime: Runtime) -> None:
     assert await background.generate_once(runtime) == 0
+
+
+async def test_openapi_documents_the_contract_paths_and_their_problems(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+
+    paths = schema["paths"]
+    for path in (
+        "/v1/sites",
+        "/v1/sites/{site_id}",
+        "/v1/sites/{site_id}/slots",
+        "/v1/slots/{slot_id}",
+        "/v1/accounts",
+        "/v1/sessions",
+        "/v1/reservations",
+        "/v1/reservations/{reservation_id}",
+        "/v1/reservations/{reservation_id}/confirm",
+        "/v1/reservations/{reservation_id}/cancel",
+    ):
+        assert path in paths
+    hold = paths["/v1/reservations"]["post"]
+    assert set(hold["responses"]) >= {"201", "401", "404", "409", "422", "503"}
+    assert "sold-out" in hold["responses"]["409"]["description"]
+    assert "application/problem+json" in hold["responses"]["409"]["content"]
+    assert hold["summary"] == "Hold Places"
+    assert hold["description"].startswith("Hold places on a timed-entry slot")

@@ -6,6 +6,7 @@ crash or a failover would damage it, and the reconciler must put it back.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -341,4 +342,28 @@ async def test_failed_sql_insert_returns_its_units(
     await held(lenient, tourist)
     assert calls == 2
     assert await slot_used(runtime, YONGHE, KEY_10) == ("2", "2")
+    assert await runtime.counters.snapshot(YONGHE) == await sql_snapshot(runtime, YONGHE)
+
+
+async def test_concurrent_holds_on_a_stale_slot_never_oversell(
+    runtime: Runtime, client: httpx.AsyncClient, tourist: dict[str, str]
+) -> None:
+    """Batched inserts meet stale units: each hold still gets its own verdict."""
+    await runtime.catalog.set_slot_capacity(YONGHE_10, 30, actor="test")
+    for _ in range(10):
+        await held(client, tourist)
+    for unit in (2, 4, 6, 8, 10):
+        await free_a_taken_slot_unit(runtime, YONGHE, KEY_10, unit)
+
+    responses = await asyncio.gather(*(hold(client, tourist) for _ in range(40)))
+    await runtime.reconciler.wait_pending()
+
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) <= {201, 409, 503}
+    assert all(r.headers["Retry-After"] == "1" for r in responses if r.status_code == 503)
+    visitors = [v for v in await active_visitors(runtime, YONGHE) if v.slot_id == YONGHE_10]
+    assert max(Counter(v.slot_unit for v in visitors).values()) == 1
+    assert len({v.day_unit for v in visitors}) == len(visitors)
+    assert len(visitors) == 10 + statuses[201] <= 30
+    await runtime.reconciler.rebuild(YONGHE)
     assert await runtime.counters.snapshot(YONGHE) == await sql_snapshot(runtime, YONGHE)

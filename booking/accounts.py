@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
-from booking.errors import AccountExists, Unauthorized
+from booking.errors import AccountExists, InvalidRequest, NotFound, Unauthorized
 from booking.models import Account, ApiToken
 from booking.schemas import AccountCreate, SessionCreate, TokenPublic
 from capacity.clock import Clock
@@ -50,6 +50,12 @@ class Principal:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_id(token_hash: str) -> str:
+    """The public name of a token (to list or revoke it): a prefix of its hash, never the
+    token itself."""
+    return token_hash[:16]
 
 
 class Accounts:
@@ -111,11 +117,31 @@ class Accounts:
         ttl: timedelta | None = None,
     ) -> TokenPublic:
         if role not in ROLES or role == "tourist":
-            raise ValueError(f"unknown staff role {role!r}")
+            raise InvalidRequest(field="role", rule="staff-role", message=f"no staff role {role}")
         async with self._sessions() as session, session.begin():
+            for site in sites:
+                if await repo.get_site(session, site) is None:
+                    raise InvalidRequest(
+                        field="sites", rule="known-site", message=f"no site {site}"
+                    )
+            if gate is not None:
+                row = await repo.get_gate(session, gate)
+                if row is None:
+                    raise InvalidRequest(field="gate", rule="known-gate", message=f"no gate {gate}")
+                # A gate device scans at one gate of one site: its scope is that site.
+                sites = [row.site_id]
             return await self._issue(
                 session, account_id=None, role=role, sites=sites, gate=gate, label=label, ttl=ttl
             )
+
+    async def revoke(self, token_id: str) -> None:
+        """Stop a token at once in this process (other replicas: within `cache_seconds`)."""
+        async with self._sessions() as session, session.begin():
+            revoked = await repo.revoke_token(session, token_id, self._clock.now())
+        if not revoked:
+            raise NotFound(f"no active token {token_id}")
+        for token_hash in revoked:
+            self._cache.pop(token_hash, None)
 
     async def authenticate(self, token: str) -> Principal:
         token_hash = hash_token(token)
@@ -171,4 +197,12 @@ class Accounts:
                 expires_at=expires_at,
             ),
         )
-        return TokenPublic(token=token, expires_at=expires_at, account_id=account_id, role=role)
+        return TokenPublic(
+            id=token_id(hash_token(token)),
+            token=token,
+            expires_at=expires_at,
+            account_id=account_id,
+            role=role,
+            sites=sites or [],
+            gate=gate,
+        )

@@ -60,4 +60,5 @@ class InvalidRequest(TidegateError):
 
     def __init__(self, *, field: str, rule: str, message: str) -> None:
         super().__init__(f"{field}: {message} ({rule})")
+        self.field = field
         self.extra["errors"] = [{"in": "body", "field": field, "rule": rule, "message": message}]

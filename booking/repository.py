@@ -251,6 +251,24 @@ async def get_token(session: AsyncSession, token_hash: str) -> ApiToken | None:
     return await session.get(ApiToken, token_hash)
 
 
+async def revoke_token(session: AsyncSession, token_id: str, now: datetime) -> list[str]:
+    """Revoke the active token whose hash starts with `token_id`; returns the hashes revoked."""
+    query = (
+        sa.update(ApiToken)
+        .where(
+            col(ApiToken.token_hash).startswith(token_id, autoescape=True),
+            col(ApiToken.revoked_at).is_(None),
+        )
+        .values(revoked_at=now)
+        .returning(col(ApiToken.token_hash))
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def get_gate(session: AsyncSession, gate_id: str) -> Gate | None:
+    return await session.get(Gate, gate_id)
+
+
 # idempotency and audit --------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -84,10 +84,38 @@ class SlotPatch(Strict):
 
 
 class TokenPublic(BaseModel):
+    id: str
     token: str
     expires_at: datetime
     account_id: str | None = None
     role: str = "tourist"
+    sites: list[str] = Field(default_factory=list)
+    gate: str | None = None
+
+
+StaffRole = Literal["admin", "manager", "operator", "gate"]
+
+
+class TokenCreate(Strict):
+    """A staff token: a role, the sites it acts on and, for a gate device, its gate."""
+
+    role: StaffRole
+    sites: list[Annotated[str, StringConstraints(pattern=SITE_ID_PATTERN)]] = Field(
+        default_factory=list, max_length=100
+    )
+    gate: Annotated[str, StringConstraints(max_length=100)] | None = None
+    days: int = Field(default=30, ge=1, le=365)
+    label: str = Field(default="", max_length=100)
+
+    @model_validator(mode="after")
+    def _scope_fits_the_role(self) -> TokenCreate:
+        if self.role in ("manager", "operator") and not self.sites:
+            raise PydanticCustomError("sites-required", "a manager or operator needs its sites")
+        if self.role == "gate" and self.gate is None:
+            raise PydanticCustomError("gate-required", "a gate token needs its gate")
+        if self.role != "gate" and self.gate is not None:
+            raise PydanticCustomError("gate-only", "only a gate token names a gate")
+        return self
 
 
 class GatePublic(BaseModel):

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import background, errors
-from service.api import accounts, ops, reservations, sites
+from service.api import accounts, ops, reservations, sites, tokens
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -54,6 +54,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     if runtime is not None:
         app.state.runtime = runtime
     errors.install(app)
-    for module in (sites, accounts, reservations, ops):
+    for module in (sites, accounts, reservations, tokens, ops):
         app.include_router(module.router)
     return app

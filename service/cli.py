@@ -107,6 +107,8 @@ def token_create(
 ) -> None:
     """Create a staff token; it is shown once and only its hash is kept."""
 
+    from booking.errors import InvalidRequest
+
     async def run() -> dict[str, object]:
         from booking.accounts import Accounts
         from service.runtime import make_engine, make_sessions
@@ -126,6 +128,6 @@ def token_create(
 
     try:
         token = asyncio.run(run())
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--role") from error
+    except InvalidRequest as error:
+        raise typer.BadParameter(error.detail, param_hint=f"--{error.field}") from error
     typer.echo(json.dumps(token) if as_json else token["token"])

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from booking.accounts import Principal
-from booking.errors import Forbidden, Unauthorized
 from booking.service import Idempotency
 from booking.sites import Catalog
 from service.runtime import Runtime
@@ -28,38 +26,6 @@ async def get_catalog(runtime: RuntimeDep) -> Catalog:
 
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
-
-_bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/sessions or /v1/tokens")
-BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-async def _authenticate(
-    request: Request, credentials: HTTPAuthorizationCredentials | None
-) -> Principal:
-    # The runtime straight from the app, not through another dependency: every dependency
-    # FastAPI resolves costs time on the booking path.
-    if credentials is None:
-        raise Unauthorized("send Authorization: Bearer <token>")
-    runtime: Runtime = request.app.state.runtime
-    return await runtime.accounts.authenticate(credentials.credentials)
-
-
-async def tourist(request: Request, credentials: BearerDep) -> Principal:
-    principal = await _authenticate(request, credentials)
-    if principal.account_id is None:
-        raise Forbidden("this route is for a tourist's account")
-    return principal
-
-
-async def admin(request: Request, credentials: BearerDep) -> Principal:
-    principal = await _authenticate(request, credentials)
-    if principal.role != "admin":
-        raise Forbidden("this route is for admins")
-    return principal
-
-
-TouristDep = Annotated[Principal, Depends(tourist)]
-AdminDep = Annotated[Principal, Depends(admin)]
 
 IdempotencyKeyHeader = Annotated[
     str | None,

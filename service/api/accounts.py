@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import Depends
 
 from booking.errors import AccountExists, Unauthorized
 from booking.schemas import AccountCreate, SessionCreate, TokenPublic
+from service import access
+from service.access import ANYONE
 from service.deps import RuntimeDep
 from service.errors import problem_responses
 
-router = APIRouter(prefix="/v1", tags=["accounts"])
+router = access.router(prefix="/v1", tags=["accounts"])
 
 
 @router.post(
@@ -17,13 +19,19 @@ router = APIRouter(prefix="/v1", tags=["accounts"])
     status_code=201,
     response_model=TokenPublic,
     responses=problem_responses(AccountExists),
+    dependencies=[Depends(ANYONE)],
 )
 async def register(body: AccountCreate, runtime: RuntimeDep) -> TokenPublic:
     """Create a tourist account with an email or a mobile number; returns a bearer token."""
     return await runtime.accounts.register(body)
 
 
-@router.post("/sessions", response_model=TokenPublic, responses=problem_responses(Unauthorized))
+@router.post(
+    "/sessions",
+    response_model=TokenPublic,
+    responses=problem_responses(Unauthorized),
+    dependencies=[Depends(ANYONE)],
+)
 async def log_in(body: SessionCreate, runtime: RuntimeDep) -> TokenPublic:
     """Log in; returns a new bearer token."""
     return await runtime.accounts.login(body)

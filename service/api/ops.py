@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service import access
+from service.access import ANYONE
 from service.deps import RuntimeDep
 
-router = APIRouter(tags=["ops"])
+# Probes and scrapers carry no token; nothing here reveals a visitor or a reservation.
+router = access.router(tags=["ops"], dependencies=[Depends(ANYONE)])
 
 
 @router.get("/healthz")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 
 from booking.errors import (
     HoldExpired,
@@ -24,10 +24,12 @@ from capacity.errors import (
     SiteClosed,
     SoldOut,
 )
-from service.deps import IdempotencyKeyHeader, RuntimeDep, TouristDep, idempotency
+from service import access
+from service.access import TouristDep
+from service.deps import IdempotencyKeyHeader, RuntimeDep, idempotency
 from service.errors import problem_responses
 
-router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
+router = access.router(prefix="/v1/reservations", tags=["reservations"])
 
 _COMMON = (Unauthorized, NotFound, IdempotencyKeyReused, RequestInFlight, CapacityUnavailable)
 

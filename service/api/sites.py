@@ -5,23 +5,31 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Depends, Query
 
-from booking.errors import NotFound
+from booking.catalog import parse_slot_id
+from booking.errors import Forbidden, NotFound, Unauthorized
 from booking.schemas import SitePublic, SlotPatch, SlotPublic
-from service.deps import AdminDep, CatalogDep
+from service import access
+from service.access import ANYONE, ManagerDep, ensure_site
+from service.deps import CatalogDep
 from service.errors import problem_responses
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+router = access.router(prefix="/v1", tags=["catalog"])
 
 
-@router.get("/sites", response_model=list[SitePublic])
+@router.get("/sites", response_model=list[SitePublic], dependencies=[Depends(ANYONE)])
 async def list_sites(catalog: CatalogDep) -> list[SitePublic]:
     """Every site with its gates and today's places offered and left."""
     return await catalog.sites()
 
 
-@router.get("/sites/{site_id}", response_model=SitePublic, responses=problem_responses(NotFound))
+@router.get(
+    "/sites/{site_id}",
+    response_model=SitePublic,
+    responses=problem_responses(NotFound),
+    dependencies=[Depends(ANYONE)],
+)
 async def get_site(site_id: str, catalog: CatalogDep) -> SitePublic:
     """One site with its gates and today's load."""
     return await catalog.site(site_id)
@@ -31,6 +39,7 @@ async def get_site(site_id: str, catalog: CatalogDep) -> SitePublic:
     "/sites/{site_id}/slots",
     response_model=list[SlotPublic],
     responses=problem_responses(NotFound),
+    dependencies=[Depends(ANYONE)],
 )
 async def list_slots(
     site_id: str,
@@ -45,15 +54,28 @@ async def list_slots(
     return await catalog.slots(site_id, visit_date)
 
 
-@router.get("/slots/{slot_id}", response_model=SlotPublic, responses=problem_responses(NotFound))
+@router.get(
+    "/slots/{slot_id}",
+    response_model=SlotPublic,
+    responses=problem_responses(NotFound),
+    dependencies=[Depends(ANYONE)],
+)
 async def get_slot(slot_id: str, catalog: CatalogDep) -> SlotPublic:
     """One slot with its places left."""
     return await catalog.slot(slot_id)
 
 
-@router.patch("/slots/{slot_id}", response_model=SlotPublic, responses=problem_responses(NotFound))
+@router.patch(
+    "/slots/{slot_id}",
+    response_model=SlotPublic,
+    responses=problem_responses(NotFound, Unauthorized, Forbidden),
+)
 async def change_slot(
-    slot_id: str, body: SlotPatch, catalog: CatalogDep, admin: AdminDep
+    slot_id: str, body: SlotPatch, catalog: CatalogDep, staff: ManagerDep
 ) -> SlotPublic:
-    """Change a slot's capacity (admin); lowering it below what is sold cancels nobody."""
-    return await catalog.set_slot_capacity(slot_id, body.capacity, actor=admin.actor)
+    """Change a slot's capacity (its site's managers, admins); lowering it cancels nobody."""
+    ref = parse_slot_id(slot_id)
+    if ref is None:
+        raise NotFound(f"no slot {slot_id}")
+    ensure_site(staff, ref.site_day.site)
+    return await catalog.set_slot_capacity(slot_id, body.capacity, actor=staff.actor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import timedelta
 from typing import Any
@@ -29,8 +30,10 @@ def bearer(response: httpx.Response) -> dict[str, str]:
 
 
 def assert_token(body: dict[str, Any]) -> None:
-    assert set(body) == {"token", "expires_at", "account_id", "role"}
+    assert set(body) == {"id", "token", "expires_at", "account_id", "role", "sites", "gate"}
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", body["token"]), body["token"]
+    assert body["id"] == hashlib.sha256(body["token"].encode()).hexdigest()[:16]
+    assert (body["sites"], body["gate"]) == ([], None)
     assert re.fullmatch(r"[0-9a-f]{32}", body["account_id"]), body["account_id"]
     assert body["expires_at"] == TOKEN_EXPIRES
     assert body["role"] == "tourist"

@@ -483,7 +483,7 @@ async def test_patch_slot_with_a_tourists_token_is_forbidden(
         403,
         "forbidden",
         "This token may not do that",
-        "this route is for admins",
+        "this route is for admins and the site's managers",
         f"/v1/slots/{YONGHE_10}",
     )
     assert (await slot(client, YONGHE_10))["capacity"] == 1000

@@ -3,11 +3,8 @@ on the embedded defaults (SQLite file + embedded redis-server), spoken to over r
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,41 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import visitor
+from tests.service.processes import TIDEGATE, cli, free_port
 
 pytestmark = pytest.mark.slow
-
-TIDEGATE = [sys.executable, "-m", "service"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def env(data_dir: Path) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
-    # Tuesday 1 December 2026, 10:00 in Beijing: the service's own clock, as in a demo.
-    environment |= {
-        "TIDEGATE_DATA_DIR": str(data_dir),
-        "TIDEGATE_CLOCK_START": "2026-12-01T10:00:00+08:00",
-        "TIDEGATE_LOG_LEVEL": "warning",
-    }
-    return environment
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [*TIDEGATE, *args], env=env, capture_output=True, text=True, check=False, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 @pytest.fixture

@@ -1,0 +1,101 @@
+"""Who may call what. Every route names one policy as a dependency; a test fails for any
+route that does not, and the policy's name is published in the OpenAPI as `x-access`.
+
+Site scope, one rule everywhere: a staff token acting on a site outside its scope is answered
+`403 forbidden` (the catalog is public, so hiding a site's existence behind a 404 would protect
+nothing). A tourist asking for somebody else's reservation is answered `404 not-found`, as if
+it did not exist: reservations are private.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from booking.accounts import Principal
+from booking.errors import Forbidden, Unauthorized
+from service.runtime import Runtime
+
+_bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/sessions or /v1/tokens")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+class Policy:
+    """A route's answer to "who may call me": also the dependency that enforces it."""
+
+    def __init__(self, name: str, roles: frozenset[str], *, account: bool = False) -> None:
+        self.name = name
+        self.roles = roles
+        self.account = account
+
+    async def __call__(self, request: Request, credentials: BearerDep) -> Principal:
+        if credentials is None:
+            raise Unauthorized("send Authorization: Bearer <token>")
+        # The runtime straight from the app, not through another dependency: every dependency
+        # FastAPI resolves costs time on the booking path.
+        runtime: Runtime = request.app.state.runtime
+        principal = await runtime.accounts.authenticate(credentials.credentials)
+        if principal.role not in self.roles or (self.account and principal.account_id is None):
+            raise Forbidden(f"this route is for {self.name}")
+        return principal
+
+    def __repr__(self) -> str:
+        return f"Policy({self.name})"
+
+
+class Public(Policy):
+    """Anyone, without a token."""
+
+    async def __call__(self) -> None:  # type: ignore[override]
+        return None
+
+
+ANYONE = Public("anyone", frozenset())
+TOURIST = Policy("a tourist's account", frozenset({"tourist"}), account=True)
+ADMIN = Policy("admins", frozenset({"admin"}))
+SITE_MANAGER = Policy("admins and the site's managers", frozenset({"admin", "manager"}))
+
+TouristDep = Annotated[Principal, Depends(TOURIST)]
+AdminDep = Annotated[Principal, Depends(ADMIN)]
+ManagerDep = Annotated[Principal, Depends(SITE_MANAGER)]
+
+
+def ensure_site(principal: Principal, site_id: str) -> None:
+    """Staff act only on their own sites (admins on all)."""
+    if principal.role != "admin" and site_id not in principal.sites:
+        raise Forbidden(f"this token is not for site {site_id}")
+
+
+def policy_of(route: APIRoute) -> Policy | None:
+    for dependency in route.dependant.dependencies:
+        if isinstance(dependency.call, Policy):
+            return dependency.call
+    return None
+
+
+class UndeclaredAccess(TypeError):
+    """A route was written without saying who may call it."""
+
+
+class DeclaredRoute(APIRoute):
+    """The route class of every tidegate router: a route that names no policy cannot even be
+    created, and the policy it names is published in the OpenAPI as `x-access`."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        policy = policy_of(self)
+        if policy is None:
+            raise UndeclaredAccess(
+                f"{sorted(self.methods or ())} {path} does not say who may call it: add a Policy "
+                "dependency from service.access"
+            )
+        self.openapi_extra = {**(self.openapi_extra or {}), "x-access": policy.name}
+
+
+def router(**kwargs: Any) -> APIRouter:
+    """An APIRouter whose routes must declare their access policy."""
+    return APIRouter(route_class=DeclaredRoute, **kwargs)

@@ -25,8 +25,9 @@ from booking.sites import Catalog
 from capacity.clock import Clock
 from capacity.counters import Counters
 from capacity.replays import Replays
+from capacity.throttle import Throttle
 from service.embedded_redis import EmbeddedRedis
-from service.settings import Settings
+from service.settings import DEFAULT_BUDGETS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Runtime:
     booking: Booking
     accounts: Accounts
     hasher: IdHasher
+    throttle: Throttle
     ledger: HoldLedger | None = None
     embedded_redis: EmbeddedRedis | None = None
     ready: bool = False
@@ -119,6 +121,11 @@ class Runtime:
             accounts=accounts,
             hasher=hasher,
             ledger=ledger,
+            throttle=Throttle(
+                redis,
+                {**DEFAULT_BUDGETS, **settings.rate_budgets},
+                enabled=settings.rate_limits,
+            ),
             embedded_redis=embedded,
         )
 

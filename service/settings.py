@@ -12,6 +12,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from capacity.clock import Clock, ScaledClock, SystemClock
 
+# Budgets per caller; override with TIDEGATE_RATE_BUDGETS (JSON), switch off with
+# TIDEGATE_RATE_LIMITS=off for benchmarks and load tests.
+DEFAULT_BUDGETS = {
+    "reads": "600/minute",  # per client address: catalog pages, own reservations
+    "holds": "30/minute",  # per token: hold, confirm, cancel
+    "holds-by-address": "120/minute",  # per client address: many accounts behind one bot
+    "logins": "30/minute",  # per client address: registrations and log-ins
+    "logins-by-account": "10/minute",  # per email or phone: password guessing
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_", extra="ignore")
@@ -36,6 +46,10 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(default=30.0, gt=0)
     reconcile_grace_seconds: float = Field(default=60.0, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
+    rate_limits: bool = Field(default=True, description="off for benchmarks and load tests")
+    rate_budgets: dict[str, str] = Field(
+        default_factory=dict, description='JSON, e.g. {"holds": "30/minute"}'
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

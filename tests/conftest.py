@@ -85,6 +85,7 @@ def settings(tmp_path: Path, migrated_database: Path, redis_url: str) -> Setting
         id_hash_key=ID_KEY,
         background=False,
         reconcile_grace_seconds=60,
+        rate_limits=False,  # on in tests/service/test_rate_limits.py
     )
 
 

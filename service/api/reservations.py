@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, Response
+from fastapi import Depends, Query, Response
 
 from booking.errors import (
     HoldExpired,
@@ -24,14 +24,23 @@ from capacity.errors import (
     SiteClosed,
     SoldOut,
 )
+from capacity.throttle import RateLimited
 from service import access
 from service.access import TouristDep
 from service.deps import IdempotencyKeyHeader, RuntimeDep, idempotency
 from service.errors import problem_responses
+from service.throttling import HOLDS, READS
 
 router = access.router(prefix="/v1/reservations", tags=["reservations"])
 
-_COMMON = (Unauthorized, NotFound, IdempotencyKeyReused, RequestInFlight, CapacityUnavailable)
+_COMMON = (
+    Unauthorized,
+    NotFound,
+    IdempotencyKeyReused,
+    RequestInFlight,
+    CapacityUnavailable,
+    RateLimited,
+)
 
 
 def _answer(receipt: Receipt, response: Response) -> ReservationPublic:
@@ -43,6 +52,7 @@ def _answer(receipt: Receipt, response: Response) -> ReservationPublic:
 @router.post(
     "",
     status_code=201,
+    dependencies=[Depends(HOLDS)],
     response_model=ReservationPublic,
     responses=problem_responses(
         *_COMMON, SoldOut, DuplicateVisitor, OutsideBookingWindow, SiteClosed, PartyTooLarge
@@ -67,6 +77,7 @@ async def hold_places(
 
 @router.post(
     "/{reservation_id}/confirm",
+    dependencies=[Depends(HOLDS)],
     response_model=ReservationPublic,
     responses=problem_responses(*_COMMON, HoldExpired, InvalidTransition),
 )
@@ -88,6 +99,7 @@ async def confirm(
 
 @router.post(
     "/{reservation_id}/cancel",
+    dependencies=[Depends(HOLDS)],
     response_model=ReservationPublic,
     responses=problem_responses(*_COMMON, InvalidTransition),
 )
@@ -121,6 +133,7 @@ async def list_reservations(
 @router.get(
     "/{reservation_id}",
     response_model=ReservationPublic,
+    dependencies=[Depends(READS)],
     responses=problem_responses(Unauthorized, NotFound),
 )
 async def get_reservation(

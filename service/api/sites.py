@@ -14,11 +14,14 @@ from service import access
 from service.access import ANYONE, ManagerDep, ensure_site
 from service.deps import CatalogDep
 from service.errors import problem_responses
+from service.throttling import READS
 
 router = access.router(prefix="/v1", tags=["catalog"])
 
 
-@router.get("/sites", response_model=list[SitePublic], dependencies=[Depends(ANYONE)])
+@router.get(
+    "/sites", response_model=list[SitePublic], dependencies=[Depends(ANYONE), Depends(READS)]
+)
 async def list_sites(catalog: CatalogDep) -> list[SitePublic]:
     """Every site with its gates and today's places offered and left."""
     return await catalog.sites()
@@ -28,7 +31,7 @@ async def list_sites(catalog: CatalogDep) -> list[SitePublic]:
     "/sites/{site_id}",
     response_model=SitePublic,
     responses=problem_responses(NotFound),
-    dependencies=[Depends(ANYONE)],
+    dependencies=[Depends(ANYONE), Depends(READS)],
 )
 async def get_site(site_id: str, catalog: CatalogDep) -> SitePublic:
     """One site with its gates and today's load."""
@@ -39,7 +42,7 @@ async def get_site(site_id: str, catalog: CatalogDep) -> SitePublic:
     "/sites/{site_id}/slots",
     response_model=list[SlotPublic],
     responses=problem_responses(NotFound),
-    dependencies=[Depends(ANYONE)],
+    dependencies=[Depends(ANYONE), Depends(READS)],
 )
 async def list_slots(
     site_id: str,
@@ -58,7 +61,7 @@ async def list_slots(
     "/slots/{slot_id}",
     response_model=SlotPublic,
     responses=problem_responses(NotFound),
-    dependencies=[Depends(ANYONE)],
+    dependencies=[Depends(ANYONE), Depends(READS)],
 )
 async def get_slot(slot_id: str, catalog: CatalogDep) -> SlotPublic:
     """One slot with its places left."""

@@ -10,10 +10,13 @@ from fastapi import FastAPI
 
 from service import background, errors
 from service.api import accounts, ops, reservations, sites, tokens
+from service.bodies import BodyRules
 from service.runtime import Runtime
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
 
 
 async def start(runtime: Runtime) -> None:
@@ -53,6 +56,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     if runtime is not None:
         app.state.runtime = runtime
+    # Every body here is a small JSON object; anything bigger is refused unread (413).
+    app.add_middleware(BodyRules, max_bytes=MAX_BODY_BYTES)
     errors.install(app)
     for module in (sites, accounts, reservations, tokens, ops):
         app.include_router(module.router)

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from booking.models import (
-    ACTIVE_STATUSES,
     Account,
     ApiToken,
     AuditEvent,
@@ -219,14 +218,6 @@ async def due_holds(session: AsyncSession, now: datetime, *, limit: int) -> list
         .limit(limit)
     )
     return list((await session.execute(query)).scalars())
-
-
-async def active_count(session: AsyncSession, slot_id: str) -> int:
-    query = sa.select(sa.func.count()).where(col(Visitor.slot_id) == slot_id, col(Visitor.active))
-    return int((await session.execute(query)).scalar_one())
-
-
-ACTIVE = [str(status) for status in ACTIVE_STATUSES]
 
 
 # accounts and tokens ----------------------------------------------------------------------

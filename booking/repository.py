@@ -283,3 +283,16 @@ async def add_idempotency_record(session: AsyncSession, record: dict[str, Any]) 
 async def add_audit(session: AsyncSession, event: AuditEvent) -> None:
     session.add(event)
     await session.flush()
+
+
+async def audit_of(
+    session: AsyncSession, site_id: str, *, limit: int, offset: int
+) -> Sequence[AuditEvent]:
+    query = (
+        sa.select(AuditEvent)
+        .where(col(AuditEvent.site_id) == site_id)
+        .order_by(col(AuditEvent.at).desc(), col(AuditEvent.id).desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return (await session.execute(query)).scalars().all()

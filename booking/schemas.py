@@ -204,3 +204,14 @@ class Alternative(BaseModel):
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+class AuditEventPublic(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    site: str | None
+    target: str
+    before: dict[str, Any]
+    after: dict[str, Any]

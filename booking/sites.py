@@ -26,6 +26,7 @@ from booking.errors import NotFound
 from booking.models import AuditEvent, Gate, Site, Slot, SlotStatus
 from booking.schemas import (
     Alternative,
+    AuditEventPublic,
     DayLoadPublic,
     GatePublic,
     SitePublic,
@@ -254,6 +255,26 @@ class Catalog:
 
     async def ensure_slots(self, *, site_ids: Sequence[str] | None = None) -> int:
         return await ensure_slots(self._sessions, self._clock, site_ids=site_ids)
+
+    async def audit(self, site_id: str, *, limit: int, offset: int) -> list[AuditEventPublic]:
+        """Staff changes to a site, newest first: who, when, what, before and after."""
+        async with self._sessions() as session:
+            if await repo.get_site(session, site_id) is None:
+                raise NotFound(f"no site {site_id}")
+            events = await repo.audit_of(session, site_id, limit=limit, offset=offset)
+        return [
+            AuditEventPublic(
+                id=event.id or 0,
+                at=event.at,
+                actor=event.actor,
+                action=event.action,
+                site=event.site_id,
+                target=event.target,
+                before=event.before,
+                after=event.after,
+            )
+            for event in events
+        ]
 
     async def set_slot_capacity(self, slot_id: str, capacity: int, *, actor: str) -> SlotPublic:
         """Change a slot's cap: SQL first, then Redis. Lowering it never cancels anyone."""

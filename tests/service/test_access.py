@@ -243,3 +243,43 @@ async def test_staff_tokens_expire(
 
     assert response.status_code == 401
     assert response.json()["code"] == "unauthorized"
+
+
+async def test_capacity_changes_are_in_the_sites_audit_log(
+    client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str]
+) -> None:
+    manager = await staff(runtime, "manager", ["yonghe-temple"])
+    await client.patch(f"/v1/slots/{YONGHE_10}", json={"capacity": 10}, headers=manager)
+    await client.patch(f"/v1/slots/{YONGHE_10}", json={"capacity": 12}, headers=admin)
+
+    response = await client.get("/v1/audit", params={"site": "yonghe-temple"}, headers=manager)
+
+    assert response.status_code == 200
+    events = response.json()
+    assert [(e["action"], e["target"], e["before"], e["after"]) for e in events] == [
+        ("slot.capacity", YONGHE_10, {"capacity": 10}, {"capacity": 12}),
+        ("slot.capacity", YONGHE_10, {"capacity": 1000}, {"capacity": 10}),
+    ]
+    assert events[0]["actor"].startswith("token:")
+    assert events[0]["at"] == "2026-12-01T02:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("caller", "status"),
+    [
+        ("anonymous", 401),
+        ("tourist", 403),
+        ("manager of this site", 200),
+        ("manager of another site", 403),
+        ("operator", 403),
+        ("admin", 200),
+    ],
+)
+async def test_who_may_read_a_sites_audit_log(
+    client: httpx.AsyncClient, callers: dict[str, dict[str, str]], caller: str, status: int
+) -> None:
+    response = await client.get(
+        "/v1/audit", params={"site": "yonghe-temple"}, headers=callers[caller]
+    )
+
+    assert response.status_code == status

@@ -296,3 +296,39 @@ async def audit_of(
         .offset(offset)
     )
     return (await session.execute(query)).scalars().all()
+
+
+async def places_by_status(
+    session: AsyncSession, site_id: str, first: date, last: date
+) -> list[tuple[date, str, int]]:
+    """(visit date, reservation status, places) for a site's reservations in a date range."""
+    query = (
+        sa.select(
+            col(Reservation.visit_date),
+            col(Reservation.status),
+            sa.func.sum(Reservation.party_size),
+        )
+        .where(
+            col(Reservation.site_id) == site_id,
+            col(Reservation.visit_date) >= first,
+            col(Reservation.visit_date) <= last,
+        )
+        .group_by(col(Reservation.visit_date), col(Reservation.status))
+    )
+    return [(row[0], row[1], int(row[2])) for row in await session.execute(query)]
+
+
+async def places_offered(
+    session: AsyncSession, site_id: str, first: date, last: date
+) -> dict[date, int]:
+    query = (
+        sa.select(col(Slot.visit_date), sa.func.sum(Slot.capacity))
+        .where(
+            col(Slot.site_id) == site_id,
+            col(Slot.visit_date) >= first,
+            col(Slot.visit_date) <= last,
+            col(Slot.status) == "open",
+        )
+        .group_by(col(Slot.visit_date))
+    )
+    return {row[0]: int(row[1]) for row in await session.execute(query)}

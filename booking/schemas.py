@@ -215,3 +215,16 @@ class AuditEventPublic(BaseModel):
     target: str
     before: dict[str, Any]
     after: dict[str, Any]
+
+
+class DayReport(BaseModel):
+    """Places (visitors, not reservations) of one site on one day, by what became of them."""
+
+    date: date
+    offered: int
+    held: int
+    confirmed: int
+    cancelled: int
+    expired: int
+    entered: int
+    no_show: int

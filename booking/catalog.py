@@ -110,7 +110,9 @@ def generate_slots(
                         end=end,
                         label=template.label,
                         capacity=template.capacity,
-                        status=SlotStatus.open,
+                        # A site closed by its managers gets its new days closed too.
+                        status=SlotStatus.closed if site.closed_reason else SlotStatus.open,
+                        closed_reason=site.closed_reason,
                     )
                 )
     return slots

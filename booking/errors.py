@@ -21,6 +21,10 @@ class AccountExists(TidegateError):
     code, status, title = "account-exists", 409, "An account with this email or phone exists"
 
 
+class Conflict(TidegateError):
+    code, status, title = "conflict", 409, "It exists already"
+
+
 class Unauthorized(TidegateError):
     code, status, title = "unauthorized", 401, "A valid bearer token is required"
 

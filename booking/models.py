@@ -45,6 +45,7 @@ class ReservationStatus(StrEnum):
     checked_in = "checked_in"
     completed = "completed"
     no_show = "no_show"
+    cancelled_by_site = "cancelled_by_site"
 
     @property
     def holds_places(self) -> bool:
@@ -81,6 +82,12 @@ class Site(SQLModel, table=True):
     same_day_sales: bool = True
     party_size_limit: int = 5
     real_name: bool = True
+    # Against scalpers' accounts: active reservations one account may have at this site for
+    # one visit day, and holds it may keep open here at once.
+    account_day_limit: int = 3
+    account_hold_limit: int = 2
+    # Set while the whole site is closed by its managers (weather, a state event).
+    closed_reason: str | None = Field(default=None, max_length=200)
     sources: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
 
 
@@ -119,6 +126,7 @@ class Slot(SQLModel, table=True):
     label: str = Field(default="", max_length=40)
     capacity: int
     status: SlotStatus = Field(default=SlotStatus.open, sa_type=sa.String(10))
+    closed_reason: str | None = Field(default=None, max_length=200)
 
 
 class Account(SQLModel, table=True):
@@ -151,11 +159,14 @@ class Reservation(SQLModel, table=True):
     site_id: str = Field(foreign_key="site.id", max_length=64)
     slot_id: str = Field(foreign_key="slot.id", index=True, max_length=100)
     visit_date: date
-    status: ReservationStatus = Field(sa_type=sa.String(12))
+    status: ReservationStatus = Field(sa_type=sa.String(20))
     party_size: int
     hold_expires_at: datetime = _instant()
     ticket_secret: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, max_length=255)
+    cancel_reason: str | None = Field(default=None, max_length=200)
+    # What the owner is offered instead when the site cancels (a closure).
+    alternatives: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = _instant()
     updated_at: datetime = _instant()
 
@@ -228,3 +239,18 @@ class AuditEvent(SQLModel, table=True):
     target: str = Field(max_length=200)
     before: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     after: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class OutboxEvent(SQLModel, table=True):
+    """A notification to deliver, written in the same transaction as the change it announces,
+    so no change goes unannounced and no announcement is of a change that was rolled back."""
+
+    __tablename__: ClassVar[str] = "outbox_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _instant()
+    topic: str = Field(max_length=60)
+    site_id: str | None = Field(default=None, max_length=64, index=True)
+    account_id: str | None = Field(default=None, max_length=32, index=True)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    delivered_at: datetime | None = _instant(default=None, index=True)

@@ -118,8 +118,10 @@ class Reconciler:
         # SQL before and after the Redis snapshot: only visitors active in both reads count as
         # "SQL holds it", so a cancel or a new booking racing this pass is not mistaken for drift.
         before = await self._active_rows(site_day)
+        owners_before = await self._active_owners(site_day)
         snapshot = await self._counters.snapshot(site_day)
         after = await self._active_rows(site_day)
+        owners_after = await self._active_owners(site_day)
         if snapshot is None:
             drift.rebuilt = await self.rebuild(site_day)
             return drift
@@ -135,11 +137,11 @@ class Reconciler:
                 missing += 1
             if id_hash not in snapshot.visitor_ids:
                 missing += 1
+        counted = {(o, r) for o, rs in snapshot.owners.items() for r in rs}
+        missing += len((owners_before & owners_after) - counted)
         plan = await self._plan(site_day)
-        caps_differ = plan is not None and (
-            plan.cap != snapshot.day_cap or {s.key: s.cap for s in plan.slots} != snapshot.slot_caps
-        )
-        if missing or caps_differ:
+        settings_differ = plan is not None and plan.settings() != snapshot.settings
+        if missing or settings_differ:
             drift.missing = missing
             drift.rebuilt = await self.rebuild(site_day)
             return drift
@@ -152,6 +154,7 @@ class Reconciler:
             suspects.update(f"s:{key}:{u}" for u in units if (key, u) not in held_slot_units)
         suspects.update(f"d:{u}" for u in snapshot.day_taken if u not in held_day_units)
         suspects.update(f"i:{h}" for h in snapshot.visitor_ids if h not in held_ids)
+        suspects.update(f"o:{o}:{r}" for o, r in counted - owners_after)
         drift.leaked = len(suspects)
 
         now = self._clock.now()
@@ -167,9 +170,13 @@ class Reconciler:
         slot_units: dict[str, list[int]] = defaultdict(list)
         day_units: list[int] = []
         ids: list[str] = []
+        owned: list[tuple[str, str]] = []
         for name in names:
             kind, _, rest = name.partition(":")
-            if kind == "s":
+            if kind == "o":
+                owner, _, reservation = rest.partition(":")
+                owned.append((owner, reservation))
+            elif kind == "s":
                 key, _, unit = rest.partition(":")
                 slot_units[key].append(int(unit))
             elif kind == "d":
@@ -186,6 +193,11 @@ class Reconciler:
                 site_day, "-", slot_units=[], day_units=day_units, visitor_ids=ids
             )
             returned += freed
+        for owner, reservation in owned:
+            # No units: this only stops counting the reservation against its owner's limit.
+            await self._counters.release(
+                site_day, "-", slot_units=[], day_units=[], owner=owner, reservation=reservation
+            )
         log.warning("leaked units returned", extra={"site_day": str(site_day), "units": returned})
         return returned
 
@@ -195,6 +207,10 @@ class Reconciler:
         # Keyed by visitor row id: a unit freed and taken again by someone else is a new row.
         return {row[4] or 0: (row[0], row[1], row[2], row[3]) for row in rows}
 
+    async def _active_owners(self, site_day: SiteDay) -> set[tuple[str, str]]:
+        async with self._sessions() as session:
+            return set(await repo.active_owners(session, site_day.site, site_day.visit_date))
+
     async def _plan(self, site_day: SiteDay) -> DayPlan | None:
         async with self._sessions() as session:
             site = await repo.get_site(session, site_day.site)
@@ -202,14 +218,20 @@ class Reconciler:
                 return None
             slots = await repo.slots_of_day(session, site.id, site_day.visit_date)
             rows = await repo.active_units(session, site.id, site_day.visit_date)
+            owned = await repo.active_owners(session, site.id, site_day.visit_date)
         taken: dict[str, list[int]] = defaultdict(list)
         for row in rows:
             taken[row[0]].append(row[1])
+        owners: dict[str, list[str]] = defaultdict(list)
+        for owner, reservation in owned:
+            owners[owner].append(reservation)
         return DayPlan(
             cap=site.daily_cap,
             opens_at=sales_open_at(site, site_day.visit_date),
-            closed=not is_open_on(site, site_day.visit_date),
+            closed=not is_open_on(site, site_day.visit_date) or site.closed_reason is not None,
             party_max=site.party_size_limit,
+            owner_max=site.account_day_limit,
+            owners=dict(owners),
             taken=[row[2] for row in rows],
             visitor_ids=[row[3] for row in rows],
             slots=[

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from booking.models import (
+    ACTIVE_STATUSES,
     Account,
     ApiToken,
     AuditEvent,
@@ -21,6 +22,7 @@ from booking.models import (
     ReservationStatus,
     Site,
     Slot,
+    SlotStatus,
     SlotTemplate,
     Visitor,
 )
@@ -94,6 +96,60 @@ async def slots_of_day(session: AsyncSession, site_id: str, visit_date: date) ->
     return (await session.execute(query)).scalars().all()
 
 
+async def slots_from(session: AsyncSession, site_id: str, first: date) -> Sequence[Slot]:
+    query = sa.select(Slot).where(col(Slot.site_id) == site_id, col(Slot.visit_date) >= first)
+    return (await session.execute(query)).scalars().all()
+
+
+async def set_slot_status(
+    session: AsyncSession,
+    slot_ids: Sequence[str],
+    status: SlotStatus,
+    *,
+    closed_reason: str | None,
+) -> list[str]:
+    """Open or close slots; returns the ids that changed (closing a closed slot is a no-op,
+    so a closure run twice audits no change the second time)."""
+    if not slot_ids:
+        return []
+    query = (
+        sa.update(Slot)
+        .where(col(Slot.id).in_(list(slot_ids)), col(Slot.status) != str(status))
+        .values(status=str(status), closed_reason=closed_reason)
+        .returning(col(Slot.id))
+    )
+    return sorted((await session.execute(query)).scalars())
+
+
+async def active_in_closed_slots(
+    session: AsyncSession, slot_ids: Sequence[str] | None, *, limit: int
+) -> Sequence[Reservation]:
+    """Reservations still holding places (held or confirmed) in closed slots."""
+    closed = sa.select(col(Slot.id)).where(col(Slot.status) == SlotStatus.closed.value)
+    if slot_ids is not None:
+        closed = closed.where(col(Slot.id).in_(list(slot_ids)))
+    query = (
+        sa.select(Reservation)
+        .where(
+            col(Reservation.slot_id).in_(closed),
+            col(Reservation.status).in_(
+                [ReservationStatus.held.value, ReservationStatus.confirmed.value]
+            ),
+        )
+        .limit(limit)
+    )
+    return (await session.execute(query)).scalars().all()
+
+
+async def closed_reasons(session: AsyncSession, slot_ids: Iterable[str]) -> dict[str, str | None]:
+    query = sa.select(col(Slot.id), col(Slot.closed_reason)).where(col(Slot.id).in_(list(slot_ids)))
+    return {row[0]: row[1] for row in await session.execute(query)}
+
+
+async def get_template(session: AsyncSession, template_id: int) -> SlotTemplate | None:
+    return await session.get(SlotTemplate, template_id)
+
+
 async def get_slot(session: AsyncSession, slot_id: str) -> Slot | None:
     return await session.get(Slot, slot_id)
 
@@ -123,6 +179,18 @@ async def active_units(
         col(Visitor.site_id) == site_id, col(Visitor.visit_date) == visit_date, col(Visitor.active)
     )
     return (await session.execute(query)).all()
+
+
+async def active_owners(
+    session: AsyncSession, site_id: str, visit_date: date
+) -> list[tuple[str, str]]:
+    """(owner account, reservation id) of every reservation holding places on a site-day."""
+    query = sa.select(col(Reservation.owner_id), col(Reservation.id)).where(
+        col(Reservation.site_id) == site_id,
+        col(Reservation.visit_date) == visit_date,
+        col(Reservation.status).in_([str(s) for s in ACTIVE_STATUSES]),
+    )
+    return [(row[0], row[1]) for row in await session.execute(query)]
 
 
 async def set_slot_capacity(session: AsyncSession, slot_id: str, capacity: int) -> None:
@@ -205,6 +273,16 @@ async def move_status(
             sa.update(Visitor).where(col(Visitor.reservation_id).in_(changed)).values(active=False)
         )
     return changed
+
+
+async def owners_of(session: AsyncSession, reservation_ids: Iterable[str]) -> dict[str, str]:
+    ids = list(reservation_ids)
+    if not ids:
+        return {}
+    query = sa.select(col(Reservation.id), col(Reservation.owner_id)).where(
+        col(Reservation.id).in_(ids)
+    )
+    return {row[0]: row[1] for row in await session.execute(query)}
 
 
 async def due_holds(session: AsyncSession, now: datetime, *, limit: int) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -29,6 +30,10 @@ class Strict(BaseModel):
     """Every request body: unknown fields are refused, never silently dropped."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request named (a PATCH changes only those)."""
+        return self.model_dump(exclude_unset=True)
 
 
 class VisitorIn(Strict):
@@ -81,6 +86,209 @@ class SessionCreate(AccountCreate):
 
 class SlotPatch(Strict):
     capacity: int = Field(ge=0, le=1_000_000)
+
+
+# managers' tools ---------------------------------------------------------------------------
+
+SiteId = Annotated[str, StringConstraints(pattern=SITE_ID_PATTERN)]
+GateId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,100}$")]
+Weekday = Annotated[int, Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+LongName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _distinct(days: list[int] | None) -> list[int] | None:
+    if days is None:
+        return None
+    if len(set(days)) != len(days):
+        raise PydanticCustomError("distinct", "each weekday at most once")
+    return sorted(days)
+
+
+class SiteSettings(Strict):
+    """What a site's managers may change. Every field optional: a PATCH names only what
+    changes; the whole site is checked again after the change (opening hours in order...)."""
+
+    name_zh: Name | None = None
+    name_en: LongName | None = None
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z-]{1,20}$")] | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    opens: time | None = None
+    closes: time | None = None
+    last_entry: time | None = None
+    closed_weekdays: list[Weekday] | None = Field(default=None, max_length=7)
+    daily_cap: int | None = Field(default=None, ge=1, le=1_000_000)
+    instant_cap: int | None = Field(default=None, ge=1, le=1_000_000)
+    average_stay_minutes: int | None = Field(default=None, ge=1, le=1440)
+    horizon_days: int | None = Field(default=None, ge=0, le=90)
+    release_time: time | None = None
+    same_day_sales: bool | None = None
+    party_size_limit: int | None = Field(default=None, ge=1, le=50)
+    real_name: bool | None = None
+    account_day_limit: int | None = Field(default=None, ge=1, le=100)
+    account_hold_limit: int | None = Field(default=None, ge=1, le=100)
+
+    @field_validator("closed_weekdays")
+    @classmethod
+    def _distinct_weekdays(cls, value: list[int] | None) -> list[int] | None:
+        return _distinct(value)
+
+
+class SitePatch(SiteSettings):
+    @model_validator(mode="after")
+    def _something(self) -> SitePatch:
+        if not self.model_fields_set:
+            raise PydanticCustomError("not-empty", "name at least one field to change")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise PydanticCustomError("not-null", f"{name} cannot be null")
+        return self
+
+
+class SiteCreate(SiteSettings):
+    id: SiteId
+    name_zh: Name
+    name_en: LongName
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z-]{1,20}$")]
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    timezone: Annotated[str, StringConstraints(max_length=64)] = "Asia/Shanghai"
+    opens: time
+    closes: time
+    last_entry: time
+    closed_weekdays: list[Weekday] = Field(default_factory=list, max_length=7)
+    daily_cap: int = Field(ge=1, le=1_000_000)
+    instant_cap: int = Field(ge=1, le=1_000_000)
+    average_stay_minutes: int = Field(default=120, ge=1, le=1440)
+    horizon_days: int = Field(default=7, ge=0, le=90)
+    release_time: time = time(20, 0)
+    same_day_sales: bool = True
+    party_size_limit: int = Field(default=5, ge=1, le=50)
+    real_name: bool = True
+    account_day_limit: int = Field(default=3, ge=1, le=100)
+    account_hold_limit: int = Field(default=2, ge=1, le=100)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError("time-zone", "not an IANA time zone name") from None
+        return value
+
+
+class GateSettings(Strict):
+    name_zh: Name | None = None
+    name_en: LongName | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    direction: Literal["in", "out", "both"] | None = None
+    flow_per_minute: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class GatePatch(GateSettings):
+    @model_validator(mode="after")
+    def _something(self) -> GatePatch:
+        if not self.model_fields_set:
+            raise PydanticCustomError("not-empty", "name at least one field to change")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise PydanticCustomError("not-null", f"{name} cannot be null")
+        return self
+
+
+class GateCreate(GateSettings):
+    id: GateId
+    name_zh: Name
+    name_en: LongName
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    direction: Literal["in", "out", "both"] = "both"
+    flow_per_minute: int = Field(default=60, ge=1, le=10_000)
+
+
+class TemplateSettings(Strict):
+    label: Annotated[str, StringConstraints(max_length=40)] | None = None
+    start: time | None = None
+    end: time | None = None
+    capacity: int | None = Field(default=None, ge=0, le=1_000_000)
+    repeat_minutes: int | None = Field(default=None, ge=5, le=720)
+    weekdays: list[Weekday] | None = Field(default=None, min_length=1, max_length=7)
+
+    @field_validator("weekdays")
+    @classmethod
+    def _distinct_weekdays(cls, value: list[int] | None) -> list[int] | None:
+        return _distinct(value)
+
+
+class TemplateCreate(TemplateSettings):
+    """Slots a site offers each day: one entry window (`start`-`end`), or, with
+    `repeat_minutes`, one slot every so many minutes between `start` and `end`."""
+
+    label: Annotated[str, StringConstraints(max_length=40)] = ""
+    start: time
+    end: time
+    capacity: int = Field(ge=0, le=1_000_000)
+    weekdays: list[Weekday] = Field(default_factory=lambda: list(range(7)), min_length=1)
+
+
+class TemplatePatch(TemplateSettings):
+    @model_validator(mode="after")
+    def _something(self) -> TemplatePatch:
+        if not self.model_fields_set:
+            raise PydanticCustomError("not-empty", "name at least one field to change")
+        for name in self.model_fields_set - {"repeat_minutes"}:
+            if getattr(self, name) is None:
+                raise PydanticCustomError("not-null", f"{name} cannot be null")
+        return self
+
+
+class TemplatePublic(BaseModel):
+    id: int
+    site: str
+    label: str
+    start: time
+    end: time
+    capacity: int
+    repeat_minutes: int | None
+    weekdays: list[int]
+
+
+class SlotGeneration(Strict):
+    first: date = Field(alias="from")
+    last: date = Field(alias="to")
+
+    @model_validator(mode="after")
+    def _in_order(self) -> SlotGeneration:
+        if self.last < self.first:
+            raise PydanticCustomError("date-order", "`to` is before `from`")
+        if (self.last - self.first).days > 366:
+            raise PydanticCustomError("date-range", "at most 366 days at once")
+        return self
+
+
+class GeneratedSlots(BaseModel):
+    site: str
+    first: date
+    last: date
+    created: int
+
+
+class Closure(Strict):
+    reason: Reason
+
+
+class ClosureResult(BaseModel):
+    """What a closure or a reopening did."""
+
+    site: str
+    slots: list[str]
+    reason: str | None
+    cancelled_reservations: int
+    released_places: int
 
 
 class TokenPublic(BaseModel):
@@ -156,6 +364,9 @@ class SitePublic(BaseModel):
     same_day_sales: bool
     party_size_limit: int
     real_name: bool
+    account_day_limit: int
+    account_hold_limit: int
+    closed_reason: str | None = None
     gates: list[GatePublic]
     today: DayLoadPublic | None = None
     sources: dict[str, str] = Field(default_factory=dict)
@@ -171,6 +382,7 @@ class SlotPublic(BaseModel):
     capacity: int
     remaining: int
     status: str
+    closed_reason: str | None = None
     on_sale: bool
     sales_open_at: datetime
     sales_close_at: datetime
@@ -180,6 +392,17 @@ class VisitorPublic(BaseModel):
     name: str
     id_type: str
     id_number_masked: str
+
+
+class Alternative(BaseModel):
+    site: str
+    slot_id: str
+    start: datetime
+    end: datetime
+    remaining: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 class ReservationPublic(BaseModel):
@@ -194,16 +417,8 @@ class ReservationPublic(BaseModel):
     visitors: list[VisitorPublic]
     expires_at: datetime | None
     created_at: datetime
-
-
-class Alternative(BaseModel):
-    slot_id: str
-    start: datetime
-    end: datetime
-    remaining: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+    cancel_reason: str | None = None
+    alternatives: list[Alternative] | None = None
 
 
 class AuditEventPublic(BaseModel):

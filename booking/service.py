@@ -34,7 +34,7 @@ from booking.ledger import HoldLedger, PendingHold
 from booking.models import Reservation, ReservationStatus, Visitor
 from booking.reconcile import Reconciler
 from booking.repository import KeyConflict, MissingSlot, UnitConflict, classify
-from booking.schemas import ReservationPublic, VisitorIn, VisitorPublic
+from booking.schemas import Alternative, ReservationPublic, VisitorIn, VisitorPublic
 from booking.sites import Catalog
 from capacity.clock import Clock
 from capacity.counters import Allocation, Counters
@@ -121,9 +121,43 @@ class Booking:
         now = self._clock.now()
         times = await self._catalog.slot_times(ref.id)
         self._check_born(visitors, today=now.astimezone(times[0].tzinfo).date())
+        reservation_id = new_id()
+        site = ref.site_day.site
+        await self._counters.claim_hold(
+            owner_id,
+            site,
+            reservation_id,
+            limit=await self._catalog.hold_limit(site),
+            now=now,
+            until=now + self._hold_ttl,
+        )
+        claim = (owner_id, site, reservation_id)
+        try:
+            held = await self._hold_claimed(
+                owner_id, reservation_id, ref, visitors, id_hashes, idempotency, now, times
+            )
+        except BaseException:
+            await asyncio.shield(self._end_holds([claim]))
+            raise
+        if isinstance(held, Receipt):  # another request with the key made the reservation
+            await self._end_holds([claim])
+        return held
+
+    async def _hold_claimed(
+        self,
+        owner_id: str,
+        reservation_id: str,
+        ref: SlotRef,
+        visitors: Sequence[VisitorIn],
+        id_hashes: list[str],
+        idempotency: Idempotency | None,
+        now: datetime,
+        times: tuple[datetime, datetime],
+    ) -> ReservationPublic | Receipt:
         for attempt in (1, 2):
-            allocation = await self._allocate(ref, id_hashes, now, len(visitors), times)
-            reservation_id = new_id()
+            allocation = await self._allocate(
+                ref, id_hashes, now, len(visitors), times, owner_id, reservation_id
+            )
             public = ReservationPublic(
                 id=reservation_id,
                 status=ReservationStatus.held,
@@ -160,7 +194,7 @@ class Booking:
                     if attempt == 1:
                         continue
                     raise CapacityUnavailable("places are being recounted") from error
-                await self._give_back(ref, allocation, id_hashes)
+                await self._give_back(ref, allocation, id_hashes, owner_id, reservation_id)
                 if isinstance(reason, KeyConflict) and idempotency is not None:
                     return await self._replay_committed(idempotency)
                 if isinstance(reason, MissingSlot):
@@ -170,7 +204,9 @@ class Booking:
                 # Unless SQL proved the hold after all (a cancelled request's batch may still
                 # commit), the units go back, shielded so a cancellation cannot skip it.
                 if not await self._ledger.outcome(pending):
-                    await asyncio.shield(self._give_back(ref, allocation, id_hashes))
+                    await asyncio.shield(
+                        self._give_back(ref, allocation, id_hashes, owner_id, reservation_id)
+                    )
                 raise
             return public
         raise AssertionError("unreachable")  # pragma: no cover
@@ -193,9 +229,18 @@ class Booking:
         now: datetime,
         party: int,
         times: tuple[datetime, datetime],
+        owner_id: str,
+        reservation_id: str,
     ) -> Allocation:
         try:
-            return await self._counters.allocate(ref.site_day, ref.key, id_hashes, now=now)
+            return await self._counters.allocate(
+                ref.site_day,
+                ref.key,
+                id_hashes,
+                now=now,
+                owner=owner_id,
+                reservation=reservation_id,
+            )
         except (SlotNotCounted, CapacityUnavailable) as error:
             if not await self._catalog.slot_exists(ref.id):
                 raise NotFound(f"no slot {ref.id}") from error
@@ -215,14 +260,31 @@ class Booking:
             )
             raise
 
-    async def _give_back(self, ref: SlotRef, allocation: Allocation, id_hashes: list[str]) -> None:
+    async def _give_back(
+        self,
+        ref: SlotRef,
+        allocation: Allocation,
+        id_hashes: list[str],
+        owner_id: str,
+        reservation_id: str,
+    ) -> None:
         await self._counters.release(
             ref.site_day,
             ref.key,
             slot_units=allocation.slot_units,
             day_units=allocation.day_units,
             visitor_ids=id_hashes,
+            owner=owner_id,
+            reservation=reservation_id,
         )
+
+    async def _end_holds(self, claims: Sequence[tuple[str, str, str]]) -> None:
+        """A hold no longer open stops counting against its account's limit. Best effort: a
+        claim left behind drops out by itself when the hold would have expired."""
+        try:
+            await self._counters.end_holds(claims)
+        except CapacityUnavailable:
+            log.warning("hold claims not ended: Redis unreachable")
 
     # confirming, cancelling, expiring ----------------------------------------------------
 
@@ -236,6 +298,7 @@ class Booking:
             now = self._clock.now()
             public: ReservationPublic | None = None
             expired: list[Visitor] = []
+            confirmed = False
             async with self._sessions() as session, session.begin():
                 reservation = await self._own(session, reservation_id, owner_id)
                 status = reservation.status
@@ -254,6 +317,7 @@ class Booking:
                     public = await self._public(session, reservation_id)
                     if idempotency is not None:
                         await self._record(session, idempotency, 200, public, now)
+                    confirmed = True
                 elif status == ReservationStatus.confirmed:
                     # Confirming twice is harmless: answer with the reservation as it is.
                     public = await self._public(session, reservation_id)
@@ -261,9 +325,11 @@ class Booking:
                     raise HoldExpired(f"the hold of {reservation_id} expired")
                 else:
                     raise InvalidTransition(f"a {status} reservation cannot be confirmed")
+            if confirmed:
+                await self._end_holds([(owner_id, reservation.site_id, reservation_id)])
             if public is not None:
                 return await self._finish(attempt, public)
-            await self._release(expired)
+            await self._release(expired, {reservation_id: owner_id})
             raise HoldExpired(f"the hold of {reservation_id} expired")
 
     async def cancel(
@@ -291,7 +357,7 @@ class Booking:
                 public = await self._public(session, reservation_id)
                 if idempotency is not None:
                     await self._record(session, idempotency, 200, public, now)
-            await self._release(visitors)
+            await self._release(visitors, {reservation_id: owner_id})
             return await self._finish(attempt, public)
 
     async def expire_due(self, *, limit: int = 200) -> int:
@@ -300,7 +366,8 @@ class Booking:
         async with self._sessions() as session, session.begin():
             due = await repo.due_holds(session, now, limit=limit)
             visitors = await self._expire(session, due, now) if due else []
-        await self._release(visitors)
+            owners = await repo.owners_of(session, {v.reservation_id for v in visitors})
+        await self._release(visitors, owners)
         return len({v.reservation_id for v in visitors})
 
     async def _expire(
@@ -315,27 +382,10 @@ class Booking:
         )
         return list(await repo.visitors_of(session, changed)) if changed else []
 
-    async def _release(self, visitors: Sequence[Visitor]) -> None:
-        """After commit: return the units of visitors that no longer hold places."""
-        by_slot: dict[str, list[Visitor]] = defaultdict(list)
-        for visitor in visitors:
-            by_slot[visitor.slot_id].append(visitor)
-        for slot_id, group in by_slot.items():
-            ref = parse_slot_id(slot_id)
-            if ref is None:  # pragma: no cover - ids in SQL are always well formed
-                continue
-            try:
-                await self._counters.release(
-                    ref.site_day,
-                    ref.key,
-                    slot_units=[v.slot_unit for v in group],
-                    day_units=[v.day_unit for v in group],
-                    visitor_ids=[v.id_hash for v in group],
-                )
-            except CapacityUnavailable:
-                # Committed in SQL already: the units leak (an undersell, never an oversell)
-                # until the reconciler or a rebuild returns them.
-                log.warning("release postponed: Redis unreachable for %s", ref.site_day)
+    async def _release(self, visitors: Sequence[Visitor], owners: dict[str, str]) -> None:
+        """After commit: return the units of visitors that no longer hold places, and stop
+        counting their reservations against their owners' limits."""
+        await release_units(self._counters, visitors, owners)
 
     # reading -----------------------------------------------------------------------------
 
@@ -393,6 +443,12 @@ class Booking:
                 else None
             ),
             created_at=reservation.created_at,
+            cancel_reason=reservation.cancel_reason,
+            alternatives=(
+                None
+                if reservation.alternatives is None
+                else [Alternative.model_validate(a) for a in reservation.alternatives]
+            ),
         )
 
     # idempotency -------------------------------------------------------------------------
@@ -519,6 +575,44 @@ class Booking:
             "day_unit": allocation.day_units[position],
             "active": True,
         }
+
+
+async def release_units(
+    counters: Counters, visitors: Sequence[Visitor], owners: dict[str, str]
+) -> None:
+    """After commit: return the units of reservations that no longer hold places.
+
+    `owners` maps each reservation to its account. Release is idempotent, so a reservation
+    released twice (a racing sweeper, a rebuild in between) frees its units once.
+    """
+    by_reservation: dict[str, list[Visitor]] = defaultdict(list)
+    for visitor in visitors:
+        by_reservation[visitor.reservation_id].append(visitor)
+    claims = []
+    for reservation_id, group in by_reservation.items():
+        ref = parse_slot_id(group[0].slot_id)
+        if ref is None:  # pragma: no cover - ids in SQL are always well formed
+            continue
+        owner = owners.get(reservation_id, "")
+        claims.append((owner, ref.site_day.site, reservation_id))
+        try:
+            await counters.release(
+                ref.site_day,
+                ref.key,
+                slot_units=[v.slot_unit for v in group],
+                day_units=[v.day_unit for v in group],
+                visitor_ids=[v.id_hash for v in group],
+                owner=owner,
+                reservation=reservation_id,
+            )
+        except CapacityUnavailable:
+            # Committed in SQL already: the units leak (an undersell, never an oversell)
+            # until the reconciler or a rebuild returns them.
+            log.warning("release postponed: Redis unreachable for %s", ref.site_day)
+    try:
+        await counters.end_holds([claim for claim in claims if claim[0]])
+    except CapacityUnavailable:
+        log.warning("hold claims not ended: Redis unreachable")
 
 
 class _Attempt:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,6 +42,19 @@ log = logging.getLogger(__name__)
 
 ALTERNATIVES = 3
 LOAD_TTL_SECONDS = 0.5
+RULES_TTL_SECONDS = 5.0
+REHOMING_DAYS = 7
+NEARBY_KM = 10.0
+
+
+def distance_km(a: Site, b: Site) -> float:
+    """Great-circle distance between two sites."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (a.lat, a.lon, b.lat, b.lon))
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * 6371.0 * math.asin(math.sqrt(h))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +78,7 @@ class Catalog:
         # Slot times never change once a slot exists, so every replica may keep them.
         self._times: dict[str, tuple[datetime, datetime]] = {}
         self._loads: dict[SiteDay, tuple[float, DayLoad | None]] = {}
+        self._hold_limits: dict[str, tuple[float, int]] = {}
 
     # sites -------------------------------------------------------------------------------
 
@@ -178,6 +193,7 @@ class Catalog:
             capacity=slot.capacity,
             remaining=remaining if slot.status == SlotStatus.open else 0,
             status=slot.status,
+            closed_reason=slot.closed_reason,
             on_sale=open_now,
             sales_open_at=opens,
             sales_close_at=closes,
@@ -210,6 +226,20 @@ class Catalog:
                 local(site, slot.visit_date, slot.end),
             )
 
+    async def hold_limit(self, site_id: str) -> int:
+        """Holds one account may keep open at once at a site. Read at most every few seconds
+        per process, so the booking path asks SQL nothing at the 20:00 rush."""
+        now = time.monotonic()
+        cached = self._hold_limits.get(site_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self._sessions() as session:
+            site = await repo.get_site(session, site_id)
+        if site is None:
+            raise NotFound(f"no site {site_id}")
+        self._hold_limits[site_id] = (now + RULES_TTL_SECONDS, site.account_hold_limit)
+        return site.account_hold_limit
+
     async def slot_exists(self, slot_id: str) -> bool:
         async with self._sessions() as session:
             return await repo.get_slot(session, slot_id) is not None
@@ -236,9 +266,67 @@ class Catalog:
             candidates.append((distance, start, slot_id, end, load.left_in(key)))
         candidates.sort()
         return [
-            Alternative(slot_id=slot_id, start=start, end=end, remaining=left).as_dict()
+            Alternative(
+                site=ref.site_day.site, slot_id=slot_id, start=start, end=end, remaining=left
+            ).as_dict()
             for _, start, slot_id, end, left in candidates[:ALTERNATIVES]
         ]
+
+    async def rehoming(self, slot_id: str, *, party: int, now: datetime) -> list[Alternative]:
+        """Where a party whose slot was closed can go instead, best first: another slot of the
+        same day, then the same time on one of the next days, then a nearby site of the same
+        kind on the same day. Only slots on sale now, open, with room for the whole party."""
+        ref = parse_slot_id(slot_id)
+        if ref is None:
+            return []
+        async with self._sessions() as session:
+            site = await repo.get_site(session, ref.site_day.site)
+            others = [s for s in await repo.all_sites(session) if site and s.id != site.id]
+        if site is None:
+            return []
+        wanted_start, _ = await self.slot_times(slot_id)
+        wanted_minute = wanted_start.hour * 60 + wanted_start.minute
+        visit_date = ref.site_day.visit_date
+        places: list[tuple[int, SiteDay, float]] = [
+            (0 if offset == 0 else 1, SiteDay(site.id, visit_date + timedelta(days=offset)), 0.0)
+            for offset in range(REHOMING_DAYS + 1)
+        ]
+        places += [
+            (2, SiteDay(other.id, visit_date), distance_km(site, other))
+            for other in others
+            if other.kind == site.kind and distance_km(site, other) <= NEARBY_KM
+        ]
+        ranked = []
+        for tier, site_day, km in places:
+            try:
+                load = await self._counters.load(site_day)
+            except CapacityUnavailable:
+                return []
+            if load is None:
+                continue
+            for key in load.slots:
+                candidate = SlotRef(site_day, key)
+                if candidate.id == slot_id:
+                    continue
+                if load.left_in(key) < party or not load.on_sale(key, now):
+                    continue
+                start, end = await self.slot_times(candidate.id)
+                minutes = abs(start.hour * 60 + start.minute - wanted_minute)
+                days = (site_day.visit_date - visit_date).days
+                ranked.append(
+                    (
+                        (tier, days, minutes, km, candidate.id),
+                        Alternative(
+                            site=site_day.site,
+                            slot_id=candidate.id,
+                            start=start,
+                            end=end,
+                            remaining=load.left_in(key),
+                        ),
+                    )
+                )
+        ranked.sort(key=lambda item: item[0])
+        return [alternative for _, alternative in ranked[:ALTERNATIVES]]
 
     async def _recent_load(self, site_day: SiteDay) -> DayLoad | None:
         now = time.monotonic()

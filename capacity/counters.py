@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from capacity.clock import to_millis
 from capacity.errors import (
+    AccountLimitReached,
     CapacityUnavailable,
     DuplicateVisitor,
     OutsideBookingWindow,
@@ -28,7 +29,7 @@ from capacity.errors import (
     SlotNotCounted,
     SoldOut,
 )
-from capacity.keys import SiteDay
+from capacity.keys import SiteDay, open_holds
 
 
 def _load(name: str) -> str:
@@ -63,9 +64,29 @@ class DayPlan:
     opens_at: datetime
     closed: bool
     party_max: int
+    owner_max: int = 1_000_000
     taken: Sequence[int] = ()
     visitor_ids: Sequence[str] = ()
     slots: Sequence[SlotPlan] = ()
+    owners: dict[str, list[str]] = field(default_factory=dict)
+
+    def settings(self) -> Settings:
+        """What the counters must say about this day, besides the units."""
+        return Settings(
+            day=(self.cap, to_millis(self.opens_at), self.closed, self.party_max, self.owner_max),
+            slots={
+                slot.key: (slot.cap, to_millis(slot.closes_at), slot.closed) for slot in self.slots
+            },
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Caps, windows, closures and limits of a site-day: the reconciler rebuilds a day whose
+    counters say otherwise than SQL (a manager's change that Redis missed)."""
+
+    day: tuple[int, int, bool, int, int]
+    slots: dict[str, tuple[int, int, bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +108,22 @@ class DayLoad:
     day: Load
     opens_at_ms: int
     slots: dict[str, Load] = field(default_factory=dict)
+    party_max: int = 0
+    owner_max: int = 0
+
+    def settings(self) -> Settings:
+        return Settings(
+            day=(
+                self.day.cap,
+                self.opens_at_ms,
+                self.day.closed,
+                self.party_max,
+                self.owner_max,
+            ),
+            slots={
+                key: (slot.cap, slot.closes_at_ms, slot.closed) for key, slot in self.slots.items()
+            },
+        )
 
     def left_in(self, slot_key: str) -> int:
         """Places one more party can still get in a slot: bounded by the slot and the day."""
@@ -108,8 +145,16 @@ class Snapshot:
     day_taken: frozenset[int]
     slot_taken: dict[str, frozenset[int]]
     visitor_ids: frozenset[str]
-    day_cap: int
-    slot_caps: dict[str, int]
+    settings: Settings
+    owners: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def day_cap(self) -> int:
+        return self.settings.day[0]
+
+    @property
+    def slot_caps(self) -> dict[str, int]:
+        return {key: slot[0] for key, slot in self.settings.slots.items()}
 
 
 class Counters:
@@ -121,20 +166,32 @@ class Counters:
         self._release: AsyncScript = redis.register_script(_load("release.lua"))
         self._rebuild: AsyncScript = redis.register_script(_load("rebuild.lua"))
         self._set_capacity: AsyncScript = redis.register_script(_load("set_capacity.lua"))
+        self._claim_hold: AsyncScript = redis.register_script(_load("claim_hold.lua"))
 
     @property
     def redis(self) -> Redis:
         return self._redis
 
     async def allocate(
-        self, site_day: SiteDay, slot_key: str, visitor_ids: Sequence[str], *, now: datetime
+        self,
+        site_day: SiteDay,
+        slot_key: str,
+        visitor_ids: Sequence[str],
+        *,
+        now: datetime,
+        owner: str = "",
+        reservation: str = "",
     ) -> Allocation:
-        """Take one slot unit and one day unit per visitor, or raise why not (nothing taken)."""
+        """Take one slot unit and one day unit per visitor, or raise why not (nothing taken).
+
+        With an `owner`, the reservation also counts against the account's limit of active
+        reservations for the site-day (the day hash's `owner_max`).
+        """
         n = len(visitor_ids)
         reply = await self._call(
             self._allocate,
             site_day.allocation_keys(slot_key),
-            [to_millis(now), n, *visitor_ids],
+            [to_millis(now), n, owner, reservation, *visitor_ids],
         )
         status = reply[0]
         if status == "ok":
@@ -169,6 +226,13 @@ class Counters:
                 f"{n} visitors asked for; at most {reply[1]} per reservation here",
                 max_party_size=int(reply[1]),
             )
+        if status == "account-limit":
+            raise AccountLimitReached(
+                f"this account already has {reply[1]} reservations at {site_day.site} on "
+                f"{site_day.visit_date.isoformat()}",
+                limit=int(reply[1]),
+                per="site-day",
+            )
         if status == "closed":
             raise SiteClosed()
         if status == "no-slot":
@@ -183,14 +247,53 @@ class Counters:
         slot_units: Sequence[int],
         day_units: Sequence[int],
         visitor_ids: Sequence[str] = (),
+        owner: str = "",
+        reservation: str = "",
     ) -> tuple[int, int]:
-        """Give units back (idempotent); returns how many slot and day units were freed."""
+        """Give units back (idempotent); returns how many slot and day units were freed.
+
+        With an `owner`, the reservation no longer counts against the account's limit.
+        """
         reply = await self._call(
             self._release,
             site_day.allocation_keys(slot_key),
-            [len(slot_units), *slot_units, len(day_units), *day_units, *visitor_ids],
+            [
+                owner,
+                reservation,
+                len(slot_units),
+                *slot_units,
+                len(day_units),
+                *day_units,
+                *visitor_ids,
+            ],
         )
         return int(reply[0]), int(reply[1])
+
+    async def claim_hold(
+        self, owner: str, site: str, reservation: str, *, limit: int, now: datetime, until: datetime
+    ) -> None:
+        """Count an open hold against the account's limit at a site, or raise (nothing kept)."""
+        reply = await self._call(
+            self._claim_hold,
+            [open_holds(owner)],
+            [to_millis(now), site, limit, reservation, to_millis(until)],
+        )
+        if reply[0] != "ok":
+            raise AccountLimitReached(
+                f"this account already has {reply[1]} open holds at {site}: confirm or cancel "
+                "one first",
+                limit=int(reply[1]),
+                per="open-holds",
+            )
+
+    async def end_holds(self, claims: Sequence[tuple[str, str, str]]) -> None:
+        """Forget (owner, site, reservation) hold claims: confirmed, cancelled or expired."""
+        if not claims:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for owner, site, reservation in claims:
+                pipe.zrem(open_holds(owner), f"{site} {reservation}")
+            await self._guard(pipe.execute())
 
     async def rebuild(self, site_day: SiteDay, plan: DayPlan, *, epoch: str) -> None:
         """Replace a site-day's counters with what SQL proves, in one atomic script."""
@@ -200,9 +303,11 @@ class Counters:
                 "opens_at": to_millis(plan.opens_at),
                 "closed": int(plan.closed),
                 "party_max": plan.party_max,
+                "owner_max": plan.owner_max,
                 "taken": list(plan.taken),
             },
             "ids": list(plan.visitor_ids),
+            "owners": {owner: " ".join(ids) for owner, ids in plan.owners.items()},
             "slots": [
                 {
                     "key": slot.key,
@@ -221,6 +326,7 @@ class Counters:
             site_day.day_free,
             site_day.visitor_ids,
             site_day.slot_index,
+            site_day.owners,
         ]
         for slot in plan.slots:
             keys += [site_day.slot(slot.key), site_day.slot_free(slot.key)]
@@ -250,7 +356,7 @@ class Counters:
         """Every slot's cap and use for a day, or None when the counters are not built."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(site_day.epoch)
-            pipe.hmget(site_day.day, "cap", "used", "closed", "opens_at")
+            pipe.hmget(site_day.day, "cap", "used", "closed", "opens_at", "party_max", "owner_max")
             pipe.zrange(site_day.slot_index, 0, -1)
             built, day, slot_keys = await self._guard(pipe.execute())
         if not built or day[0] is None:
@@ -264,7 +370,13 @@ class Counters:
             for key, row in zip(slot_keys, rows, strict=True)
             if row[0] is not None
         }
-        return DayLoad(_as_load(day[:3]), int(day[3] or 0), slots)
+        return DayLoad(
+            _as_load(day[:3]),
+            int(day[3] or 0),
+            slots,
+            party_max=int(day[4] or 0),
+            owner_max=int(day[5] or 0),
+        )
 
     async def snapshot(self, site_day: SiteDay) -> Snapshot | None:
         """Units Redis counts as taken, per slot and for the day; None without counters."""
@@ -275,20 +387,21 @@ class Counters:
             pipe.hget(site_day.day, "hwm")
             pipe.zrange(site_day.day_free, 0, -1)
             pipe.smembers(site_day.visitor_ids)
+            pipe.hgetall(site_day.owners)
             for key in load.slots:
                 pipe.hget(site_day.slot(key), "hwm")
                 pipe.zrange(site_day.slot_free(key), 0, -1)
             replies = await self._guard(pipe.execute())
         day_taken = _taken(replies[0], replies[1])
         slot_taken = {
-            key: _taken(replies[3 + 2 * i], replies[4 + 2 * i]) for i, key in enumerate(load.slots)
+            key: _taken(replies[4 + 2 * i], replies[5 + 2 * i]) for i, key in enumerate(load.slots)
         }
         return Snapshot(
             day_taken=day_taken,
             slot_taken=slot_taken,
             visitor_ids=frozenset(replies[2]),
-            day_cap=load.day.cap,
-            slot_caps={key: slot.cap for key, slot in load.slots.items()},
+            settings=load.settings(),
+            owners={owner: frozenset(ids.split()) for owner, ids in replies[3].items()},
         )
 
     async def watch_suspects(

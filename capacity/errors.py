@@ -60,3 +60,10 @@ class SlotNotCounted(TidegateError):
 
 class PartyTooLarge(TidegateError):
     code, status, title = "party-too-large", 422, "Too many visitors in one reservation"
+
+
+class AccountLimitReached(TidegateError):
+    """Against scalpers' accounts: too many reservations for one site-day, or too many holds
+    open at once at one site. `per` says which limit, `limit` how many are allowed."""
+
+    code, status, title = "account-limit", 409, "This account has reached its limit here"

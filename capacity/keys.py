@@ -53,6 +53,11 @@ class SiteDay:
         return f"{self.tag}:slots"
 
     @property
+    def owners(self) -> str:
+        """Hash account -> its active reservations this site-day (ids, space-separated)."""
+        return f"{self.tag}:owners"
+
+    @property
     def suspects(self) -> str:
         """Hash unit-or-id -> first seen (ms): Redis-only units the reconciler watches."""
         return f"{self.tag}:suspects"
@@ -69,7 +74,7 @@ class SiteDay:
         return f"{self.tag}:slot:{slot_key}:free"
 
     def allocation_keys(self, slot_key: str) -> list[str]:
-        """The six keys of allocate.lua and release.lua, in their order."""
+        """The seven keys of allocate.lua and release.lua, in their order."""
         return [
             self.epoch,
             self.day,
@@ -77,7 +82,14 @@ class SiteDay:
             self.visitor_ids,
             self.slot(slot_key),
             self.slot_free(slot_key),
+            self.owners,
         ]
+
+
+def open_holds(account: str) -> str:
+    """Sorted set of one account's open holds ("site reservation", scored by hold expiry),
+    for the per-account limit on holds; tagged by account, so it is one cluster slot."""
+    return f"{PREFIX}:{{acct:{account}}}:holds"
 
 
 REQUEST_SHARDS = 16

@@ -22,6 +22,9 @@ async def sweep_once(runtime: Runtime) -> int:
         if batch < 200:
             break
     metrics.EXPIRED.inc(expired)
+    # A hold admitted just before its slot closed and written just after: the closure did
+    # not see it, the sweeper does.
+    await runtime.management.cancel_on_closed()
     return expired
 
 

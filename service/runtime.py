@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from booking.accounts import Accounts
 from booking.ids import IdHasher
 from booking.ledger import HoldLedger
+from booking.management import Management
 from booking.reconcile import Reconciler
 from booking.service import Booking
 from booking.sites import Catalog
@@ -67,6 +68,7 @@ class Runtime:
     catalog: Catalog
     reconciler: Reconciler
     booking: Booking
+    management: Management
     accounts: Accounts
     hasher: IdHasher
     throttle: Throttle
@@ -118,6 +120,13 @@ class Runtime:
             catalog=catalog,
             reconciler=reconciler,
             booking=booking,
+            management=Management(
+                sessions=sessions,
+                counters=counters,
+                catalog=catalog,
+                reconciler=reconciler,
+                clock=clock,
+            ),
             accounts=accounts,
             hasher=hasher,
             ledger=ledger,

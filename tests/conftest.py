@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from redis.asyncio import Redis
 
 from booking.demo import load_demo
+from booking.models import Site
 from booking.ids import make_resident_id
 from capacity.clock import ManualClock
 from service.app import create_app
@@ -107,6 +109,23 @@ async def runtime(settings: Settings, clock: ManualClock, redis: Redis) -> Async
     await start(runtime)
     yield runtime
     await runtime.close()
+
+
+async def lift_account_limits(runtime: Runtime) -> None:
+    """For tests whose many holds by few accounts stand for many visitors (a rush, a stale
+    counter): no per-account limit at any site, counters rebuilt to carry that."""
+    async with runtime.sessions() as session, session.begin():
+        await session.execute(
+            sa.update(Site).values(account_day_limit=1_000_000, account_hold_limit=1_000_000)
+        )
+    for site_day in await runtime.reconciler._active_days():
+        if await runtime.counters.is_built(site_day):
+            await runtime.reconciler.rebuild(site_day)
+
+
+@pytest.fixture
+async def unlimited_accounts(runtime: Runtime) -> None:
+    await lift_account_limits(runtime)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 -- Allocate places for a party on one slot of one site-day: all of them or none.
 --
--- KEYS: 1 epoch, 2 day hash, 3 day free units, 4 visitor id hashes, 5 slot hash, 6 slot free units
--- ARGV: 1 now (ms since epoch), 2 party size n, 3..2+n keyed hashes of the visitors' ID numbers
+-- KEYS: 1 epoch, 2 day hash, 3 day free units, 4 visitor id hashes, 5 slot hash, 6 slot free units, 7 owners hash
+--       (the owners hash maps an account to its active reservations this site-day, space-separated)
+-- ARGV: 1 now (ms since epoch), 2 party size n, 3 owner account ('' for none),
+--       4 reservation id, 5..4+n keyed hashes of the visitors' ID numbers
 --
 -- Returns {'ok', n, slot units..., day units...} or a refusal:
 --   {'unavailable'}                   counters were not built from SQL (fail closed)
@@ -11,6 +13,7 @@
 --   {'window', opens_at, closes_at}   outside the booking window
 --   {'duplicate', i, where}           visitor i holds a place this site-day ('day') or is
 --                                     named twice in this party ('party')
+--   {'account-limit', max}            the account has max active reservations this site-day
 --   {'sold-out', slot_left, day_left} not enough places left for the whole party
 --
 -- Lua has no rollback: every check runs before the first write.
@@ -26,7 +29,8 @@ local slot = redis.call('HMGET', KEYS[5], 'cap', 'hwm', 'used', 'closes_at', 'cl
 if not slot[1] then
   return {'no-slot'}
 end
-local day = redis.call('HMGET', KEYS[2], 'cap', 'hwm', 'used', 'opens_at', 'closed', 'party_max')
+local day = redis.call('HMGET', KEYS[2], 'cap', 'hwm', 'used', 'opens_at', 'closed', 'party_max',
+  'owner_max')
 
 if n > tonumber(day[6]) then
   return {'party-too-large', day[6]}
@@ -41,14 +45,25 @@ if now < opens_at or now >= closes_at then
 end
 
 for i = 1, n do
-  local id_hash = ARGV[2 + i]
+  local id_hash = ARGV[4 + i]
   for j = 1, i - 1 do
-    if ARGV[2 + j] == id_hash then
+    if ARGV[4 + j] == id_hash then
       return {'duplicate', i, 'party'}
     end
   end
   if redis.call('SISMEMBER', KEYS[4], id_hash) == 1 then
     return {'duplicate', i, 'day'}
+  end
+end
+
+local owner = ARGV[3]
+local owned = ''
+if owner ~= '' then
+  owned = redis.call('HGET', KEYS[7], owner) or ''
+  local count = 0
+  for _ in string.gmatch(owned, '%S+') do count = count + 1 end
+  if count >= tonumber(day[7] or '1000000') then
+    return {'account-limit', day[7]}
   end
 end
 
@@ -79,7 +94,10 @@ end
 
 local slot_units = take(KEYS[5], KEYS[6], slot_cap, slot_hwm, slot_used)
 local day_units = take(KEYS[2], KEYS[3], day_cap, day_hwm, day_used)
-redis.call('SADD', KEYS[4], unpack(ARGV, 3, 2 + n))
+redis.call('SADD', KEYS[4], unpack(ARGV, 5, 4 + n))
+if owner ~= '' then
+  redis.call('HSET', KEYS[7], owner, owned == '' and ARGV[4] or (owned .. ' ' .. ARGV[4]))
+end
 
 local reply = {'ok', n}
 for i = 1, n do reply[#reply + 1] = slot_units[i] end

@@ -1,10 +1,11 @@
 -- Replace one site-day's counters with the state proven in SQL, atomically.
 --
 -- KEYS: 1 epoch, 2 day hash, 3 day free units, 4 visitor id hashes, 5 slot index,
---       then for each slot in ARGV's payload: its hash, its free units,
+--       6 owners hash, then for each slot in ARGV's payload: its hash, its free units,
 --       then the keys of slots counted before but gone from SQL (deleted)
 -- ARGV: 1 epoch value, 2 JSON payload:
---   {"day": {"cap", "opens_at", "closed", "party_max", "taken": [units]}, "ids": [hashes],
+--   {"day": {"cap", "opens_at", "closed", "party_max", "owner_max", "taken": [units]},
+--    "ids": [hashes], "owners": {account: "reservation ids, space-separated"},
 --    "slots": [{"key", "start", "cap", "closes_at", "closed", "taken": [units]}]}
 --
 -- O(units of the day), unlike the booking scripts: it runs at start-up, after Redis lost
@@ -38,23 +39,36 @@ end
 
 local day = payload.day
 fill(KEYS[2], KEYS[3],
-  {'cap', day.cap, 'opens_at', day.opens_at, 'closed', day.closed, 'party_max', day.party_max},
+  {'cap', day.cap, 'opens_at', day.opens_at, 'closed', day.closed, 'party_max', day.party_max,
+   'owner_max', day.owner_max},
   day.taken)
 
-redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
+local owners = {}
+for owner, ids in pairs(payload.owners) do
+  owners[#owners + 1] = owner
+  owners[#owners + 1] = ids
+  if #owners >= 1000 then
+    redis.call('HSET', KEYS[6], unpack(owners))
+    owners = {}
+  end
+end
+if #owners > 0 then
+  redis.call('HSET', KEYS[6], unpack(owners))
+end
 local ids = payload.ids
 for i = 1, #ids, 1000 do
   redis.call('SADD', KEYS[4], unpack(ids, i, math.min(i + 999, #ids)))
 end
 
 for i, slot in ipairs(payload.slots) do
-  local hash_key, free_key = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  local hash_key, free_key = KEYS[5 + 2 * i], KEYS[6 + 2 * i]
   fill(hash_key, free_key,
     {'cap', slot.cap, 'closes_at', slot.closes_at, 'closed', slot.closed}, slot.taken)
   redis.call('ZADD', KEYS[5], slot.start, slot.key)
 end
 
-for i = 6 + 2 * #payload.slots, #KEYS do
+for i = 7 + 2 * #payload.slots, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 

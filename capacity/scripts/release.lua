@@ -1,11 +1,13 @@
 -- Return units to one slot and its site-day, and forget visitors' ID hashes.
 --
--- KEYS: 1 epoch, 2 day hash, 3 day free units, 4 visitor id hashes, 5 slot hash, 6 slot free units
--- ARGV: 1 number of slot units s, 2..1+s slot units,
---       2+s number of day units d, then d day units, then the ID hashes to forget
+-- KEYS: 1 epoch, 2 day hash, 3 day free units, 4 visitor id hashes, 5 slot hash, 6 slot free units, 7 owners hash
+-- ARGV: 1 owner account ('' for none), 2 reservation id ('' for none),
+--       3 number of slot units s, 4..3+s slot units,
+--       4+s number of day units d, then d day units, then the ID hashes to forget
 --
 -- Idempotent: a unit that is already free (or above the high-water mark, after a rebuild)
--- is skipped, so a release that runs twice, or after a rebuild from SQL, frees nothing twice.
+-- is skipped, and a reservation the owner no longer counts is not removed twice, so a release
+-- that runs twice, or after a rebuild from SQL, frees nothing twice.
 -- Returns {slot units freed, day units freed}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -28,14 +30,28 @@ local function give_back(hash_key, free_key, first, count)
   return freed
 end
 
-local s = tonumber(ARGV[1])
-local d = tonumber(ARGV[2 + s])
+local s = tonumber(ARGV[3])
+local d = tonumber(ARGV[4 + s])
 local slot_freed = 0
 if redis.call('EXISTS', KEYS[5]) == 1 then
-  slot_freed = give_back(KEYS[5], KEYS[6], 2, s)
+  slot_freed = give_back(KEYS[5], KEYS[6], 4, s)
 end
-local day_freed = give_back(KEYS[2], KEYS[3], 3 + s, d)
-local first_id = 3 + s + d
+local day_freed = give_back(KEYS[2], KEYS[3], 5 + s, d)
+
+local owner, reservation = ARGV[1], ARGV[2]
+if owner ~= '' then
+  local kept = {}
+  for id in string.gmatch(redis.call('HGET', KEYS[7], owner) or '', '%S+') do
+    if id ~= reservation then kept[#kept + 1] = id end
+  end
+  if #kept > 0 then
+    redis.call('HSET', KEYS[7], owner, table.concat(kept, ' '))
+  else
+    redis.call('HDEL', KEYS[7], owner)
+  end
+end
+
+local first_id = 5 + s + d
 if #ARGV >= first_id then
   redis.call('SREM', KEYS[4], unpack(ARGV, first_id, #ARGV))
 end

@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from booking import repository
-from booking.catalog import slot_key
+from booking.catalog import sales_close_at, sales_open_at, slot_key
 from booking.ids import IdType
-from booking.models import Site, Slot, Visitor
-from capacity.clock import ManualClock
-from capacity.counters import Allocation, Snapshot
+from booking.models import Reservation, Site, Slot, Visitor
+from capacity.clock import ManualClock, to_millis
+from capacity.counters import Allocation, Settings, Snapshot
 from capacity.keys import SiteDay
 from service.app import create_app
 from service.runtime import Runtime
@@ -71,9 +71,39 @@ async def sql_snapshot(runtime: Runtime, site_day: SiteDay) -> Snapshot:
             for slot in slots
         },
         visitor_ids=frozenset(v.id_hash for v in visitors),
-        day_cap=site.daily_cap,
-        slot_caps={slot_key(slot.start): slot.capacity for slot in slots},
+        settings=Settings(
+            day=(
+                site.daily_cap,
+                to_millis(sales_open_at(site, site_day.visit_date)),
+                site_day.visit_date.weekday() in site.closed_weekdays,
+                site.party_size_limit,
+                site.account_day_limit,
+            ),
+            slots={
+                slot_key(slot.start): (
+                    slot.capacity,
+                    to_millis(sales_close_at(site, slot.visit_date, slot.end)),
+                    slot.status == "closed",
+                )
+                for slot in slots
+            },
+        ),
+        owners=await sql_owners(runtime, site_day),
     )
+
+
+async def sql_owners(runtime: Runtime, site_day: SiteDay) -> dict[str, frozenset[str]]:
+    async with runtime.sessions() as session:
+        query = sa.select(Reservation).where(
+            col(Reservation.site_id) == site_day.site,
+            col(Reservation.visit_date) == site_day.visit_date,
+            col(Reservation.status).in_(["held", "confirmed", "checked_in"]),
+        )
+        reservations = list((await session.execute(query)).scalars())
+    owners: dict[str, set[str]] = {}
+    for reservation in reservations:
+        owners.setdefault(reservation.owner_id, set()).add(reservation.id)
+    return {owner: frozenset(ids) for owner, ids in owners.items()}
 
 
 async def left_in(runtime: Runtime, site_day: SiteDay, key: str) -> int:

@@ -21,6 +21,7 @@ LUA_KEY_NAMES = {
     "visitor id hashes": lambda sd, slot: sd.visitor_ids,
     "slot hash": lambda sd, slot: sd.slot(slot),
     "slot free units": lambda sd, slot: sd.slot_free(slot),
+    "owners hash": lambda sd, slot: sd.owners,
 }
 
 

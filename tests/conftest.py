@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from redis.asyncio import Redis
 
 from booking.demo import load_demo
-from booking.models import Site
 from booking.ids import make_resident_id
+from booking.models import Site
 from capacity.clock import ManualClock
 from service.app import create_app
 from service.cli import alembic_config

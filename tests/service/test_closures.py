@@ -8,6 +8,7 @@ alternatives and writes one outbox event per reservation.
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -54,6 +55,24 @@ async def used(runtime: Runtime, site_day: SiteDay, slot_key: str) -> tuple[int,
     return load.slots[slot_key].used, load.day.used
 
 
+async def reservation(
+    runtime: Runtime, client: httpx.AsyncClient, reservation_id: str
+) -> dict[str, object]:
+    """A reservation as its owner reads it over HTTP."""
+    headers = await owner_of(runtime, reservation_id)
+    response = await client.get(f"/v1/reservations/{reservation_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def day_slots(client: httpx.AsyncClient, day: str) -> list[dict[str, object]]:
+    response = await client.get("/v1/sites/yonghe-temple/slots", params={"date": day})
+    assert response.status_code == 200, response.text
+    slots: list[dict[str, object]] = response.json()
+    return slots
+
+
 async def outbox(runtime: Runtime) -> list[OutboxEvent]:
     async with runtime.sessions() as session:
         query = sa.select(OutboxEvent).order_by(col(OutboxEvent.id))
@@ -82,11 +101,7 @@ async def test_closing_a_slot_cancels_its_reservations_and_releases_their_places
     }
     assert await used(runtime, YONGHE, "1000") == (0, 1)
     for reservation_id in (held, confirmed):
-        body = (
-            await client.get(
-                f"/v1/reservations/{reservation_id}", headers=await owner_of(runtime, reservation_id)
-            )
-        ).json()
+        body: Any = await reservation(runtime, client, reservation_id)
         assert body["status"] == "cancelled_by_site"
         assert body["cancel_reason"] == "storm warning"
         offered = [a["slot_id"] for a in body["alternatives"]]
@@ -144,9 +159,7 @@ async def test_reopening_a_slot_sells_it_again_but_keeps_cancellations(
     slot = (await client.get(f"/v1/slots/{YONGHE_10}")).json()
     assert (slot["status"], slot["remaining"], slot["closed_reason"]) == ("open", 1000, None)
     assert (await hold(client, await new_tourist(client), YONGHE_10)).status_code == 201
-    body = (
-        await client.get(f"/v1/reservations/{cancelled}", headers=await owner_of(runtime, cancelled))
-    ).json()
+    body = await reservation(runtime, client, cancelled)
     assert body["status"] == "cancelled_by_site"
 
 
@@ -162,13 +175,9 @@ async def test_closing_a_day_offers_the_next_days(
     assert response.status_code == 200, response.text
     assert response.json()["cancelled_reservations"] == 1
     assert len(response.json()["slots"]) == 7  # 09:00 to 16:00, hourly
-    body = (
-        await client.get(
-            f"/v1/reservations/{reservation_id}", headers=await owner_of(runtime, reservation_id)
-        )
-    ).json()
+    body: Any = await reservation(runtime, client, reservation_id)
     assert body["alternatives"][0]["slot_id"] == YONGHE_TOMORROW_10
-    slots = (await client.get("/v1/sites/yonghe-temple/slots", params={"date": "2026-12-01"})).json()
+    slots = await day_slots(client, "2026-12-01")
     assert {s["status"] for s in slots} == {"closed"}
     assert sum(s["remaining"] for s in slots) == 0
 
@@ -194,7 +203,7 @@ async def test_closing_a_site_closes_days_made_later_until_reopened(
     )
     assert generated.status_code == 200, generated.text
     assert generated.json()["created"] == 7
-    later = (await client.get("/v1/sites/yonghe-temple/slots", params={"date": "2026-12-20"})).json()
+    later = await day_slots(client, "2026-12-20")
     assert {s["status"] for s in later} == {"closed"}
 
     reopened = await client.post("/v1/sites/yonghe-temple/reopen", headers=admin)

@@ -107,6 +107,7 @@ class Management:
             _check_hours(site)
             after = {name: _plain(getattr(site, name)) for name in changes}
             await self._audit(session, actor, "site.update", site_id, site_id, before, after)
+        self._catalog.forget_rules(site_id)
         if "horizon_days" in changes:
             await self._catalog.ensure_slots(site_ids=[site_id])
         if COUNTED & changes.keys():

@@ -240,6 +240,10 @@ class Catalog:
         self._hold_limits[site_id] = (now + RULES_TTL_SECONDS, site.account_hold_limit)
         return site.account_hold_limit
 
+    def forget_rules(self, site_id: str) -> None:
+        """After a change of this process's making; other replicas see it within the TTL."""
+        self._hold_limits.pop(site_id, None)
+
     async def slot_exists(self, slot_id: str) -> bool:
         async with self._sessions() as session:
             return await repo.get_slot(session, slot_id) is not None

@@ -225,18 +225,57 @@ def set_capacity(client: httpx.Client, slot_id: str, k: int, admin_token: str) -
         raise RuntimeError(f"PATCH /v1/slots/{slot_id}: {answer.status_code} {answer.text}")
 
 
-def register_accounts(client: httpx.Client, count: int, run: str) -> list[str]:
-    def register(i: int) -> str:
-        answer = client.post(
-            "/v1/accounts", json={"email": f"bench{i}.{run}@example.com", "password": PASSWORD}
-        )
+def lift_account_limits(client: httpx.Client, site: str, admin_token: str) -> None:
+    """Each benchmark connection stands for many tourists: let one account hold many places
+    (the per-account limits have their own tests)."""
+    answer = client.patch(
+        f"/v1/sites/{site}",
+        json={"account_day_limit": 100, "account_hold_limit": 100},
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
+    if answer.status_code != 200:
+        raise RuntimeError(f"PATCH /v1/sites/{site}: {answer.status_code} {answer.text}")
+
+
+def register_accounts(client: httpx.Client, count: int, run: str, admin_token: str) -> list[str]:
+    """Register and verify accounts, reading the codes from the outbox as a gateway would."""
+    emails = [f"bench{i}.{run}@example.com" for i in range(count)]
+
+    def start(email: str) -> str:
+        answer = client.post("/v1/accounts", json={"email": email, "password": PASSWORD})
         if answer.status_code != 201:
             raise RuntimeError(f"POST /v1/accounts: {answer.status_code} {answer.text}")
         token: str = answer.json()["token"]
         return token
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(register, range(count)))
+        tokens = dict(zip(emails, pool.map(start, emails), strict=True))
+    codes: dict[str, str] = {}
+    after = 0
+    while len(codes) < count:
+        page = client.get(
+            "/v1/outbox",
+            params={"topic": "account.verification", "after": after, "limit": 500},
+            headers={"Authorization": f"Bearer {admin_token}"},
+        ).json()
+        if not page:
+            raise RuntimeError(f"only {len(codes)} of {count} verification codes were sent")
+        for event in page:
+            codes[event["payload"]["to"]] = event["payload"]["code"]
+        after = page[-1]["id"]
+
+    def verify(email: str) -> str:
+        answer = client.post(
+            "/v1/accounts/verify",
+            json={"code": codes[email]},
+            headers={"Authorization": f"Bearer {tokens[email]}"},
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(f"POST /v1/accounts/verify: {answer.status_code} {answer.text}")
+        return tokens[email]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(verify, emails))
 
 
 def resident_ids(n: int) -> list[str]:
@@ -394,9 +433,10 @@ def bench(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> dic
     with httpx.Client(base_url=tidegate.url, timeout=60) as client:
         slot = pick_slot(client, args.k)
         set_capacity(client, slot["id"], args.k, admin_token)
+        lift_account_limits(client, slot["site"], admin_token)
         accounts = max(1, min(args.c, args.n))
         log(f"slot {slot['id']} capacity {args.k}; registering {accounts} accounts", quiet=quiet)
-        tokens = register_accounts(client, accounts, run)
+        tokens = register_accounts(client, accounts, run, admin_token)
     bodies = hold_bodies(slot["id"], args.n)
 
     log(f"tidegate: {args.n} holds over {args.c} connections", quiet=quiet)

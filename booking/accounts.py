@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -15,16 +16,21 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
-from booking.errors import AccountExists, InvalidRequest, NotFound, Unauthorized
-from booking.models import Account, ApiToken
-from booking.schemas import AccountCreate, SessionCreate, TokenPublic
+from booking.errors import InvalidRequest, NotFound, Unauthorized
+from booking.models import Account, ApiToken, OutboxEvent, Registration
+from booking.schemas import AccountCreate, AccountPublic, SessionCreate, TokenPublic
 from capacity.clock import Clock
 
+PENDING = "pending"  # a registration's token until its code comes back
 ROLES = ("tourist", "admin", "manager", "operator", "gate")
+
+VERIFICATION = "account.verification"
+REGISTRATION_ATTEMPT = "account.registration_attempt"
+CODE_DIGITS = 6
+CODE_ATTEMPTS = 5  # wrong codes before a registration must start again
 
 # A dummy hash to verify against when the login is unknown, so both answers take as long.
 # OWASP's argon2id setting (19 MiB, 2 passes, 1 lane): a login costs tens of milliseconds, not
@@ -52,6 +58,10 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _code_hash(registration_id: str, code: str) -> str:
+    return hashlib.sha256(f"{registration_id}:{code}".encode()).hexdigest()
+
+
 def token_id(token_hash: str) -> str:
     """The public name of a token (to list or revoke it): a prefix of its hash, never the
     token itself."""
@@ -66,7 +76,9 @@ class Accounts:
         clock: Clock,
         token_ttl: timedelta,
         cache_seconds: float = 10.0,
+        code_ttl: timedelta = timedelta(minutes=15),
     ) -> None:
+        self._code_ttl = code_ttl
         self._sessions = sessions
         self._clock = clock
         self._token_ttl = token_ttl
@@ -76,22 +88,92 @@ class Accounts:
         self._cache: dict[str, tuple[float, Principal, datetime]] = {}
 
     async def register(self, body: AccountCreate) -> TokenPublic:
-        field, value = body.login
+        """Start a registration: answers a bearer token at once (role "pending") and sends a
+        one-time code to the email or phone (an outbox event); `verify` with that code makes
+        the account, and the same token becomes the tourist's.
+
+        The answer is the same whether or not the login has an account: a taken login gets a
+        pending token too, but no code (its owner is told someone tried), so it can never be
+        verified. Registering tells nobody which logins exist.
+        """
+        channel, login = body.login
         password_hash = await asyncio.to_thread(_passwords.hash, body.password)
         now = self._clock.now()
-        account = Account(
-            id=secrets.token_hex(16),
-            password_hash=password_hash,
-            created_at=now,
-            **{field: value},
-        )
-        try:
-            async with self._sessions() as session, session.begin():
-                await repo.add_account(session, account)
-                token = await self._issue(session, account_id=account.id, role="tourist")
-        except IntegrityError as error:
-            raise AccountExists(f"an account with this {field} exists") from error
+        expires_at = now + self._code_ttl
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        async with self._sessions() as session, session.begin():
+            token = await self._issue(
+                session, account_id=None, role=PENDING, ttl=self._code_ttl, label="registration"
+            )
+            registration = Registration(
+                id=secrets.token_hex(16),
+                token_hash=hash_token(token.token),
+                login=login,
+                channel=channel,
+                password_hash=password_hash,
+                code_hash="",
+                created_at=now,
+                expires_at=expires_at,
+            )
+            registration.code_hash = _code_hash(registration.id, code)
+            session.add(registration)
+            account = await repo.account_by_login(session, channel, login)
+            if account is None:
+                payload = {"channel": channel, "to": login, "code": code}
+                event = OutboxEvent(
+                    at=now,
+                    topic=VERIFICATION,
+                    payload={**payload, "expires_at": expires_at.isoformat()},
+                )
+            else:
+                # The code is never sent: this registration can never be verified.
+                event = OutboxEvent(
+                    at=now,
+                    topic=REGISTRATION_ATTEMPT,
+                    account_id=account.id,
+                    payload={"channel": channel, "to": login},
+                )
+            session.add(event)
         return token
+
+    async def verify(self, principal: Principal, code: str) -> AccountPublic:
+        """Make the account of the registration whose token this is, if the code matches."""
+        now = self._clock.now()
+        account_id: str | None = None
+        async with self._sessions() as session, session.begin():
+            registration = await repo.registration_by_token(session, principal.token_hash)
+            if (
+                registration is not None
+                and registration.expires_at > now
+                and registration.attempts < CODE_ATTEMPTS
+            ):
+                if not hmac.compare_digest(
+                    registration.code_hash, _code_hash(registration.id, code)
+                ):
+                    registration.attempts += 1
+                elif (
+                    await repo.account_by_login(session, registration.channel, registration.login)
+                    is None
+                ):
+                    account = Account(
+                        id=secrets.token_hex(16),
+                        password_hash=registration.password_hash,
+                        created_at=now,
+                        **{registration.channel: registration.login},
+                    )
+                    await repo.add_account(session, account)
+                    await repo.drop_registrations(session, registration.login)
+                    await repo.upgrade_token(
+                        session, principal.token_hash, account.id, now + self._token_ttl
+                    )
+                    account_id = account.id
+        if account_id is None:
+            # One answer for a wrong, expired, used-up or never-sent code.
+            raise InvalidRequest(
+                field="code", rule="valid-code", message="the code is wrong or has expired"
+            )
+        self._cache.pop(principal.token_hash, None)
+        return AccountPublic(account_id=account_id, verified=True)
 
     async def login(self, body: SessionCreate) -> TokenPublic:
         field, value = body.login
@@ -151,7 +233,10 @@ class Accounts:
             return cached[1]
         async with self._sessions() as session:
             row = await repo.get_token(session, token_hash)
-        if row is None or row.revoked_at is not None or row.expires_at <= now:
+        # The row was found by its hash; comparing again in constant time costs nothing and
+        # keeps any index or cache lookup from being the only comparison a token ever meets.
+        known = row is not None and hmac.compare_digest(row.token_hash, token_hash)
+        if row is None or not known or row.revoked_at is not None or row.expires_at <= now:
             self._cache.pop(token_hash, None)
             raise Unauthorized("the token is unknown, expired or revoked")
         principal = Principal(

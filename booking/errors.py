@@ -17,10 +17,6 @@ class InvalidTransition(TidegateError):
     code, status, title = "invalid-transition", 409, "The reservation cannot do that now"
 
 
-class AccountExists(TidegateError):
-    code, status, title = "account-exists", 409, "An account with this email or phone exists"
-
-
 class Conflict(TidegateError):
     code, status, title = "conflict", 409, "It exists already"
 
@@ -35,6 +31,14 @@ class Unauthorized(TidegateError):
 
 class Forbidden(TidegateError):
     code, status, title = "forbidden", 403, "This token may not do that"
+
+
+class AccountUnverified(TidegateError):
+    code, status, title = (
+        "account-unverified",
+        403,
+        "Send back the code sent to your email or phone first",
+    )
 
 
 class IdempotencyKeyReused(TidegateError):

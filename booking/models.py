@@ -137,6 +137,22 @@ class Account(SQLModel, table=True):
     created_at: datetime = _instant()
 
 
+class Registration(SQLModel, table=True):
+    """A registration waiting for the code sent to its email or phone. The account exists
+    only once the code comes back, so registering never tells whether a login is taken.
+    Its bearer token (role "pending") may only send the code back."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    token_hash: str = Field(unique=True, max_length=64)
+    login: str = Field(index=True, max_length=254)
+    channel: str = Field(max_length=10)
+    password_hash: str = Field(max_length=200)
+    code_hash: str = Field(max_length=64)
+    attempts: int = 0
+    created_at: datetime = _instant()
+    expires_at: datetime = _instant()
+
+
 class ApiToken(SQLModel, table=True):
     __tablename__: ClassVar[str] = "api_token"
 

@@ -18,6 +18,7 @@ from booking.models import (
     AuditEvent,
     Gate,
     IdempotencyRecord,
+    Registration,
     Reservation,
     ReservationStatus,
     Site,
@@ -309,6 +310,27 @@ async def add_account(session: AsyncSession, account: Account) -> None:
 async def account_by_login(session: AsyncSession, field: str, value: str) -> Account | None:
     column = col(Account.email) if field == "email" else col(Account.phone)
     return (await session.execute(sa.select(Account).where(column == value))).scalars().first()
+
+
+async def registration_by_token(session: AsyncSession, token_hash: str) -> Registration | None:
+    query = sa.select(Registration).where(col(Registration.token_hash) == token_hash)
+    return (await session.execute(query)).scalars().first()
+
+
+async def drop_registrations(session: AsyncSession, login: str) -> None:
+    """Once an account is made, the other pending registrations of its login are void."""
+    await session.execute(sa.delete(Registration).where(col(Registration.login) == login))
+
+
+async def upgrade_token(
+    session: AsyncSession, token_hash: str, account_id: str, expires_at: datetime
+) -> None:
+    """A registration's token becomes its new account's token."""
+    await session.execute(
+        sa.update(ApiToken)
+        .where(col(ApiToken.token_hash) == token_hash)
+        .values(role="tourist", account_id=account_id, expires_at=expires_at)
+    )
 
 
 async def add_token(session: AsyncSession, token: ApiToken) -> None:

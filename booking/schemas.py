@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from booking.ids import IdType, InvalidIdNumber, normalize_id_number
+from booking.passwords import MAX_LENGTH, password_problem
 
 SLOT_ID_PATTERN = r"^[a-z0-9-]{1,64}\.\d{4}-\d{2}-\d{2}\.\d{4}$"
 SITE_ID_PATTERN = r"^[a-z0-9-]{1,64}$"
@@ -61,13 +62,14 @@ class HoldRequest(Strict):
     visitors: list[VisitorIn] = Field(min_length=1, max_length=50)
 
 
-class AccountCreate(Strict):
-    email: EmailStr | None = None
+class Login(Strict):
+    """An account's login: an email address or a mainland mobile number, exactly one."""
+
+    email: EmailStr | None = Field(default=None, max_length=254)
     phone: Annotated[str, StringConstraints(pattern=r"^(\+86)?1[3-9]\d{9}$")] | None = None
-    password: str = Field(min_length=8, max_length=128, repr=False)
 
     @model_validator(mode="after")
-    def _one_login(self) -> AccountCreate:
+    def _one_login(self) -> Login:
         if (self.email is None) == (self.phone is None):
             raise PydanticCustomError("one-of", "give exactly one of email or phone")
         return self
@@ -80,8 +82,32 @@ class AccountCreate(Strict):
         return "phone", self.phone.removeprefix("+86")
 
 
-class SessionCreate(AccountCreate):
-    password: str = Field(min_length=1, max_length=128, repr=False)
+class AccountCreate(Login):
+    password: str = Field(min_length=1, max_length=MAX_LENGTH, repr=False)
+
+    @field_validator("password")
+    @classmethod
+    def _good_password(cls, value: str, info: ValidationInfo) -> str:
+        login = str(info.data.get("email") or info.data.get("phone") or "")
+        problem = password_problem(value, login)
+        if problem is not None:
+            raise PydanticCustomError(problem[0], problem[1])
+        return value
+
+
+class SessionCreate(Login):
+    password: str = Field(min_length=1, max_length=MAX_LENGTH, repr=False)
+
+
+class AccountVerify(Strict):
+    """The code sent to the email or phone of a registration (its token says which)."""
+
+    code: Annotated[str, StringConstraints(pattern=r"^\d{6}$")] = Field(repr=False)
+
+
+class AccountPublic(BaseModel):
+    account_id: str
+    verified: bool
 
 
 class SlotPatch(Strict):
@@ -296,6 +322,7 @@ class TokenPublic(BaseModel):
     token: str
     expires_at: datetime
     account_id: str | None = None
+    # "pending" for a registration whose code has not come back yet: it may only verify.
     role: str = "tourist"
     sites: list[str] = Field(default_factory=list)
     gate: str | None = None
@@ -419,6 +446,16 @@ class ReservationPublic(BaseModel):
     created_at: datetime
     cancel_reason: str | None = None
     alternatives: list[Alternative] | None = None
+
+
+class OutboxEventPublic(BaseModel):
+    id: int
+    at: datetime
+    topic: str
+    site: str | None
+    account_id: str | None
+    payload: dict[str, Any]
+    delivered_at: datetime | None
 
 
 class AuditEventPublic(BaseModel):

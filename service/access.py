@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from booking.accounts import Principal
-from booking.errors import Forbidden, Unauthorized
+from booking.accounts import PENDING, Principal
+from booking.errors import AccountUnverified, Forbidden, Unauthorized
 from service.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/sessions or /v1/tokens")
@@ -40,6 +40,8 @@ class Policy:
         runtime: Runtime = request.app.state.runtime
         principal = await runtime.accounts.authenticate(credentials.credentials)
         if principal.role not in self.roles or (self.account and principal.account_id is None):
+            if principal.role == PENDING:
+                raise AccountUnverified("POST /v1/accounts/verify with the code first")
             raise Forbidden(f"this route is for {self.name}")
         return principal
 
@@ -56,10 +58,12 @@ class Public(Policy):
 
 ANYONE = Public("anyone", frozenset())
 TOURIST = Policy("a tourist's account", frozenset({"tourist"}), account=True)
+REGISTRATION = Policy("a registration waiting for its code", frozenset({PENDING}))
 ADMIN = Policy("admins", frozenset({"admin"}))
 SITE_MANAGER = Policy("admins and the site's managers", frozenset({"admin", "manager"}))
 
 TouristDep = Annotated[Principal, Depends(TOURIST)]
+RegistrationDep = Annotated[Principal, Depends(REGISTRATION)]
 AdminDep = Annotated[Principal, Depends(ADMIN)]
 ManagerDep = Annotated[Principal, Depends(SITE_MANAGER)]
 

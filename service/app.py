@@ -9,7 +9,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import background, errors
-from service.api import accounts, audit, manage, ops, reports, reservations, sites, tokens
+from service.api import (
+    accounts,
+    audit,
+    manage,
+    ops,
+    outbox,
+    reports,
+    reservations,
+    sites,
+    tokens,
+)
 from service.bodies import BodyRules
 from service.runtime import Runtime
 from service.settings import Settings
@@ -59,6 +69,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # Every body here is a small JSON object; anything bigger is refused unread (413).
     app.add_middleware(BodyRules, max_bytes=MAX_BODY_BYTES)
     errors.install(app)
-    for module in (sites, manage, accounts, reservations, tokens, audit, reports, ops):
+    for module in (sites, manage, accounts, reservations, tokens, audit, reports, outbox, ops):
         app.include_router(module.router)
     return app

@@ -18,10 +18,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from redis.asyncio import Redis
+from sqlmodel import col
 
 from booking.demo import load_demo
 from booking.ids import make_resident_id
-from booking.models import Site
+from booking.models import OutboxEvent, Site
 from capacity.clock import ManualClock
 from service.app import create_app
 from service.cli import alembic_config
@@ -139,12 +140,46 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 _accounts = itertools.count()
 
 
+def runtime_of(client: httpx.AsyncClient) -> Runtime:
+    """The runtime behind a test client of the ASGI app (for what a test reads from SQL)."""
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    runtime: Runtime = transport.app.state.runtime  # type: ignore[attr-defined]
+    return runtime
+
+
+async def verification_code(runtime: Runtime, login: str) -> str:
+    """The last code sent to an email or phone: what the tourist reads in the message."""
+    async with runtime.sessions() as session:
+        query = (
+            sa.select(OutboxEvent)
+            .where(col(OutboxEvent.topic) == "account.verification")
+            .order_by(col(OutboxEvent.id).desc())
+        )
+        for event in (await session.execute(query)).scalars():
+            if event.payload["to"] == login:
+                code: str = event.payload["code"]
+                return code
+    raise AssertionError(f"no code was sent to {login}")
+
+
+async def register(
+    client: httpx.AsyncClient, login: dict[str, str], password: str = "correct horse"
+) -> httpx.Response:
+    """Register and send back the code sent; returns the registration's answer, whose token
+    is then the tourist's."""
+    response = await client.post("/v1/accounts", json={**login, "password": password})
+    assert response.status_code == 201, response.text
+    code = await verification_code(runtime_of(client), next(iter(login.values())).lower())
+    headers = {"Authorization": f"Bearer {response.json()['token']}"}
+    verified = await client.post("/v1/accounts/verify", json={"code": code}, headers=headers)
+    assert verified.status_code == 200, verified.text
+    return response
+
+
 async def new_tourist(client: httpx.AsyncClient) -> dict[str, str]:
     """Register a tourist; returns the Authorization header."""
-    response = await client.post(
-        "/v1/accounts",
-        json={"email": f"tourist{next(_accounts)}@example.com", "password": "correct horse"},
-    )
+    response = await register(client, {"email": f"tourist{next(_accounts)}@example.com"})
     assert response.status_code == 201, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"}
 

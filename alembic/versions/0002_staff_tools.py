@@ -1,4 +1,4 @@
-"""staff tools: per-account limits, closures, outbox
+"""staff tools: per-account limits, closures, outbox, verified registration
 
 Revision ID: 0002
 Revises: 0001
@@ -49,6 +49,21 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_table(
+        "registration",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("login", sa.String(length=254), nullable=False),
+        sa.Column("channel", sa.String(length=10), nullable=False),
+        sa.Column("password_hash", sa.String(length=200), nullable=False),
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("token_hash"),
+    )
+    op.create_index("ix_registration_login", "registration", ["login"])
     op.create_index("ix_outbox_event_site_id", "outbox_event", ["site_id"])
     op.create_index("ix_outbox_event_account_id", "outbox_event", ["account_id"])
     op.create_index("ix_outbox_event_delivered_at", "outbox_event", ["delivered_at"])
@@ -59,6 +74,8 @@ def downgrade() -> None:
     op.drop_index("ix_outbox_event_account_id", table_name="outbox_event")
     op.drop_index("ix_outbox_event_site_id", table_name="outbox_event")
     op.drop_table("outbox_event")
+    op.drop_index("ix_registration_login", table_name="registration")
+    op.drop_table("registration")
     if op.get_bind().dialect.name != "sqlite":
         op.alter_column(
             "reservation",

@@ -74,8 +74,13 @@ async def day_slots(client: httpx.AsyncClient, day: str) -> list[dict[str, objec
 
 
 async def outbox(runtime: Runtime) -> list[OutboxEvent]:
+    """The closure's notifications (registrations write theirs too)."""
     async with runtime.sessions() as session:
-        query = sa.select(OutboxEvent).order_by(col(OutboxEvent.id))
+        query = (
+            sa.select(OutboxEvent)
+            .where(col(OutboxEvent.topic).startswith("reservation."))
+            .order_by(col(OutboxEvent.id))
+        )
         return list((await session.execute(query)).scalars())
 
 

@@ -80,11 +80,23 @@ def test_served_on_embedded_defaults_books_over_real_http(
         on_sale = [slot["id"] for slot in slots if slot["on_sale"]]
         assert on_sale[0] == "yonghe-temple.2026-12-01.1000"
 
-        account = client.post(
+        admin = cli(env, "token", "create", "--role", "admin")
+        started = client.post(
             "/v1/accounts", json={"email": "li@example.com", "password": "correct horse"}
         )
-        assert account.status_code == 201
-        headers = {"Authorization": f"Bearer {account.json()['token']}"}
+        assert started.status_code == 201, started.text
+        headers = {"Authorization": f"Bearer {started.json()['token']}"}
+        # The code goes out through the outbox (an SMS or mail gateway reads it there).
+        sent = client.get(
+            "/v1/outbox",
+            params={"topic": "account.verification"},
+            headers={"Authorization": f"Bearer {admin}"},
+        ).json()
+        assert [event["payload"]["to"] for event in sent] == ["li@example.com"]
+        verified = client.post(
+            "/v1/accounts/verify", json={"code": sent[0]["payload"]["code"]}, headers=headers
+        )
+        assert verified.status_code == 200, verified.text
         held = client.post(
             "/v1/reservations",
             json={"slot_id": on_sale[0], "visitors": [visitor()]},
@@ -96,7 +108,6 @@ def test_served_on_embedded_defaults_books_over_real_http(
         slot = client.get(f"/v1/slots/{on_sale[0]}").json()
         assert slot["remaining"] == 999
 
-        admin = cli(env, "token", "create", "--role", "admin")
         changed = client.patch(
             f"/v1/slots/{on_sale[0]}",
             json={"capacity": 1},

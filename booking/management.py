@@ -375,8 +375,9 @@ class Management:
         before its slot closed and written just after. Returns (reservations, places).
         """
         now = self._clock.now()
+        since = now.date() - timedelta(days=1)  # UTC against site time: a day of slack
         async with self._sessions() as session:
-            due = await repo.active_in_closed_slots(session, slot_ids, limit=limit)
+            due = await repo.active_in_closed_slots(session, slot_ids, since=since, limit=limit)
         if not due:
             return 0, 0
         offers = {

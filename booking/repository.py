@@ -123,10 +123,12 @@ async def set_slot_status(
 
 
 async def active_in_closed_slots(
-    session: AsyncSession, slot_ids: Sequence[str] | None, *, limit: int
+    session: AsyncSession, slot_ids: Sequence[str] | None, *, since: date, limit: int
 ) -> Sequence[Reservation]:
-    """Reservations still holding places (held or confirmed) in closed slots."""
-    closed = sa.select(col(Slot.id)).where(col(Slot.status) == SlotStatus.closed.value)
+    """Reservations still holding places (held or confirmed) in closed slots from `since`."""
+    closed = sa.select(col(Slot.id)).where(
+        col(Slot.status) == SlotStatus.closed.value, col(Slot.visit_date) >= since
+    )
     if slot_ids is not None:
         closed = closed.where(col(Slot.id).in_(list(slot_ids)))
     query = (

@@ -26,7 +26,7 @@ from capacity.counters import Allocation, Settings, Snapshot
 from capacity.keys import SiteDay
 from service.app import create_app
 from service.runtime import Runtime
-from tests.conftest import YONGHE_10, hold, visitor
+from tests.conftest import YONGHE_10, hold, new_tourist, visitor
 
 TODAY = date(2026, 12, 1)
 YONGHE = SiteDay("yonghe-temple", TODAY)
@@ -143,9 +143,10 @@ def day_of(report: Any, site_day: SiteDay) -> Any:
 async def test_after_holds_reconcile_finds_no_drift(
     runtime: Runtime, client: httpx.AsyncClient, tourist: dict[str, str]
 ) -> None:
+    other = await new_tourist(client)  # two open holds a site per account: a second one
     await held(client, tourist)
     await held(client, tourist, visitors=[visitor(), visitor()])
-    await held(client, tourist, slot_id=YONGHE_11)
+    await held(client, other, slot_id=YONGHE_11)
     await held(client, tourist, slot_id=PALACE_TOMORROW)
     report = await runtime.reconciler.reconcile()
     assert report.drift == 0
@@ -307,7 +308,10 @@ async def test_hold_on_a_stale_unit_rebuilds_and_retries(
 
 
 async def test_holds_on_a_stale_slot_never_double_allocate(
-    runtime: Runtime, client: httpx.AsyncClient, tourist: dict[str, str]
+    runtime: Runtime,
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    tourist: dict[str, str],
 ) -> None:
     created = 0
     for _ in range(3):
@@ -376,7 +380,10 @@ async def test_failed_sql_insert_returns_its_units(
 
 
 async def test_concurrent_holds_on_a_stale_slot_never_oversell(
-    runtime: Runtime, client: httpx.AsyncClient, tourist: dict[str, str]
+    runtime: Runtime,
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    tourist: dict[str, str],
 ) -> None:
     """Batched inserts meet stale units: each hold still gets its own verdict."""
     await runtime.catalog.set_slot_capacity(YONGHE_10, 30, actor="test")

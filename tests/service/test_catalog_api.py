@@ -387,7 +387,10 @@ async def test_new_capacity_is_kept_in_sql_through_a_rebuild(
 
 
 async def test_lowering_capacity_below_sold_cancels_nobody(
-    client: httpx.AsyncClient, tourist: dict[str, str], admin: dict[str, str]
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    tourist: dict[str, str],
+    admin: dict[str, str],
 ) -> None:
     ids = []
     for _ in range(3):
@@ -405,7 +408,10 @@ async def test_lowering_capacity_below_sold_cancels_nobody(
 
 
 async def test_lowered_capacity_stops_new_sales(
-    client: httpx.AsyncClient, tourist: dict[str, str], admin: dict[str, str]
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    tourist: dict[str, str],
+    admin: dict[str, str],
 ) -> None:
     for _ in range(3):
         assert (await hold(client, tourist)).status_code == 201
@@ -419,7 +425,10 @@ async def test_lowered_capacity_stops_new_sales(
 
 
 async def test_raising_capacity_again_resumes_sales(
-    client: httpx.AsyncClient, tourist: dict[str, str], admin: dict[str, str]
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    tourist: dict[str, str],
+    admin: dict[str, str],
 ) -> None:
     for _ in range(3):
         assert (await hold(client, tourist)).status_code == 201
@@ -437,7 +446,10 @@ async def test_raising_capacity_again_resumes_sales(
 
 
 async def test_sales_resume_only_once_cancellations_bring_use_under_the_lowered_cap(
-    client: httpx.AsyncClient, tourist: dict[str, str], admin: dict[str, str]
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    tourist: dict[str, str],
+    admin: dict[str, str],
 ) -> None:
     ids = []
     for _ in range(3):

@@ -52,7 +52,11 @@ async def tourists(client: httpx.AsyncClient, n: int) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("round_", range(3))
 async def test_one_place_two_hundred_requests_sells_exactly_one(
-    client: httpx.AsyncClient, admin: dict[str, str], runtime: Runtime, round_: int
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    runtime: Runtime,
+    round_: int,
 ) -> None:
     await set_capacity(client, admin, 1)
     bodies = [{"slot_id": YONGHE_10, "visitors": [visitor()]} for _ in range(200)]
@@ -67,7 +71,11 @@ async def test_one_place_two_hundred_requests_sells_exactly_one(
 
 @pytest.mark.parametrize("round_", range(2))
 async def test_hundred_places_thousand_requests_sells_exactly_hundred(
-    client: httpx.AsyncClient, admin: dict[str, str], runtime: Runtime, round_: int
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    runtime: Runtime,
+    round_: int,
 ) -> None:
     await set_capacity(client, admin, 100)
     bodies = [{"slot_id": YONGHE_10, "visitors": [visitor()]} for _ in range(1000)]

@@ -29,7 +29,11 @@ async def _rows(runtime: Runtime) -> list[tuple[str, int, int, str]]:
 
 
 async def test_flushed_redis_answers_503_with_retry_after_until_rebuilt(
-    client: httpx.AsyncClient, tourist: dict[str, str], runtime: Runtime, redis: Redis
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    tourist: dict[str, str],
+    runtime: Runtime,
+    redis: Redis,
 ) -> None:
     for _ in range(3):
         assert (await hold(client, tourist)).status_code == 201
@@ -52,7 +56,11 @@ async def test_flushed_redis_answers_503_with_retry_after_until_rebuilt(
 
 @pytest.mark.slow
 async def test_flush_during_a_rush_never_oversells_and_counts_equal_sql(
-    client: httpx.AsyncClient, admin: dict[str, str], runtime: Runtime, redis: Redis
+    unlimited_accounts: None,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    runtime: Runtime,
+    redis: Redis,
 ) -> None:
     response = await client.patch(f"/v1/slots/{YONGHE_10}", json={"capacity": 50}, headers=admin)
     assert response.status_code == 200

@@ -11,7 +11,7 @@ from capacity.clock import ManualClock
 from capacity.keys import SiteDay
 from service import background
 from service.runtime import Runtime
-from tests.conftest import TODAY, YONGHE_10, hold
+from tests.conftest import TODAY, YONGHE_10, hold, new_tourist
 
 
 async def test_healthz_is_ok(client: httpx.AsyncClient) -> None:
@@ -40,8 +40,9 @@ async def test_readyz_is_false_before_start(client: httpx.AsyncClient, runtime: 
 async def test_sweeper_step_expires_due_holds_and_counts_them(
     client: httpx.AsyncClient, tourist: dict[str, str], runtime: Runtime, clock: ManualClock
 ) -> None:
-    for _ in range(3):
-        assert (await hold(client, tourist)).status_code == 201
+    accounts = [tourist, await new_tourist(client)]  # two open holds a site per account
+    for i in range(3):
+        assert (await hold(client, accounts[i % 2])).status_code == 201
     clock.advance(timedelta(minutes=15))
 
     assert await background.sweep_once(runtime) == 3

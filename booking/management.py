@@ -108,9 +108,11 @@ class Management:
             after = {name: _plain(getattr(site, name)) for name in changes}
             await self._audit(session, actor, "site.update", site_id, site_id, before, after)
         self._catalog.forget_rules(site_id)
-        if "horizon_days" in changes:
-            await self._catalog.ensure_slots(site_ids=[site_id])
-        if COUNTED & changes.keys():
+        made = 0
+        if {"horizon_days", "closed_weekdays"} & changes.keys():
+            # Days newly open or newly in the horizon get their slots now, not within the hour.
+            made = await self._catalog.ensure_slots(site_ids=[site_id])
+        if made or COUNTED & changes.keys():
             await self._recount(await self._days_from_today(site))
 
     # gates -------------------------------------------------------------------------------
@@ -154,10 +156,11 @@ class Management:
     async def add_template(
         self, site_id: str, body: TemplateCreate, *, actor: str
     ) -> TemplatePublic:
+        """A template's slots are made at once over the site's horizon, and go on sale."""
         template = SlotTemplate(site_id=site_id, **body.model_dump())
         _check_template(template)
         async with self._sessions() as session, session.begin():
-            await self._site(session, site_id)
+            site = await self._site(session, site_id)
             session.add(template)
             await session.flush()
             public = _template_view(template)
@@ -170,6 +173,8 @@ class Management:
                 {},
                 public.model_dump(mode="json"),
             )
+        if await self._catalog.ensure_slots(site_ids=[site_id]):
+            await self._recount(await self._days_from_today(site))
         return public
 
     async def update_template(

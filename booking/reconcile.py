@@ -198,6 +198,7 @@ class Reconciler:
             await self._counters.release(
                 site_day, "-", slot_units=[], day_units=[], owner=owner, reservation=reservation
             )
+            returned += 1
         log.warning("leaked units returned", extra={"site_day": str(site_day), "units": returned})
         return returned
 

@@ -117,7 +117,7 @@ class SlotPatch(Strict):
 # managers' tools ---------------------------------------------------------------------------
 
 SiteId = Annotated[str, StringConstraints(pattern=SITE_ID_PATTERN)]
-GateId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,100}$")]
+GateId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]{1,100}$")]
 Weekday = Annotated[int, Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 LongName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -211,7 +211,7 @@ class GateSettings(Strict):
     name_en: LongName | None = None
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
-    direction: Literal["in", "out", "both"] | None = None
+    direction: Literal["entry", "exit", "both"] | None = None
     flow_per_minute: int | None = Field(default=None, ge=1, le=10_000)
 
 
@@ -232,7 +232,7 @@ class GateCreate(GateSettings):
     name_en: LongName
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
-    direction: Literal["in", "out", "both"] = "both"
+    direction: Literal["entry", "exit", "both"] = "both"
     flow_per_minute: int = Field(default=60, ge=1, le=10_000)
 
 
@@ -291,7 +291,7 @@ class SlotGeneration(Strict):
     def _in_order(self) -> SlotGeneration:
         if self.last < self.first:
             raise PydanticCustomError("date-order", "`to` is before `from`")
-        if (self.last - self.first).days > 366:
+        if (self.last - self.first).days >= 366:
             raise PydanticCustomError("date-range", "at most 366 days at once")
         return self
 

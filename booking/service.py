@@ -131,22 +131,22 @@ class Booking:
             now=now,
             until=now + self._hold_ttl,
         )
-        claim = (owner_id, site, reservation_id)
+        claim = _Claim(owner_id, site, reservation_id)
         try:
             held = await self._hold_claimed(
-                owner_id, reservation_id, ref, visitors, id_hashes, idempotency, now, times
+                claim, ref, visitors, id_hashes, idempotency, now, times
             )
         except BaseException:
-            await asyncio.shield(self._end_holds([claim]))
+            if not claim.saved:
+                await asyncio.shield(self._end_holds([claim.key]))
             raise
         if isinstance(held, Receipt):  # another request with the key made the reservation
-            await self._end_holds([claim])
+            await self._end_holds([claim.key])
         return held
 
     async def _hold_claimed(
         self,
-        owner_id: str,
-        reservation_id: str,
+        claim: _Claim,
         ref: SlotRef,
         visitors: Sequence[VisitorIn],
         id_hashes: list[str],
@@ -154,6 +154,7 @@ class Booking:
         now: datetime,
         times: tuple[datetime, datetime],
     ) -> ReservationPublic | Receipt:
+        owner_id, reservation_id = claim.owner, claim.reservation
         for attempt in (1, 2):
             allocation = await self._allocate(
                 ref, id_hashes, now, len(visitors), times, owner_id, reservation_id
@@ -203,7 +204,8 @@ class Booking:
             except BaseException:
                 # Unless SQL proved the hold after all (a cancelled request's batch may still
                 # commit), the units go back, shielded so a cancellation cannot skip it.
-                if not await self._ledger.outcome(pending):
+                claim.saved = await self._ledger.outcome(pending)
+                if not claim.saved:
                     await asyncio.shield(
                         self._give_back(ref, allocation, id_hashes, owner_id, reservation_id)
                     )
@@ -613,6 +615,20 @@ async def release_units(
         await counters.end_holds([claim for claim in claims if claim[0]])
     except CapacityUnavailable:
         log.warning("hold claims not ended: Redis unreachable")
+
+
+@dataclass(slots=True)
+class _Claim:
+    """A hold counted against its account's limit of open holds at a site."""
+
+    owner: str
+    site: str
+    reservation: str
+    saved: bool = False  # SQL holds the reservation: the claim stays with it
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.owner, self.site, self.reservation
 
 
 class _Attempt:

@@ -228,8 +228,8 @@ class Counters:
             )
         if status == "account-limit":
             raise AccountLimitReached(
-                f"this account already has {reply[1]} reservations at {site_day.site} on "
-                f"{site_day.visit_date.isoformat()}",
+                f"this account has reached its limit of {reply[1]} reservations at "
+                f"{site_day.site} on {site_day.visit_date.isoformat()}",
                 limit=int(reply[1]),
                 per="site-day",
             )
@@ -280,8 +280,8 @@ class Counters:
         )
         if reply[0] != "ok":
             raise AccountLimitReached(
-                f"this account already has {reply[1]} open holds at {site}: confirm or cancel "
-                "one first",
+                f"this account has reached its limit of {reply[1]} open holds at {site}: "
+                "confirm or cancel one first",
                 limit=int(reply[1]),
                 per="open-holds",
             )

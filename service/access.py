@@ -13,11 +13,13 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from booking.accounts import PENDING, Principal
-from booking.errors import AccountUnverified, Forbidden, Unauthorized
+from booking.catalog import parse_slot_id
+from booking.errors import AccountUnverified, Forbidden, NotFound, Unauthorized
 from service.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/sessions or /v1/tokens")
@@ -74,10 +76,36 @@ def ensure_site(principal: Principal, site_id: str) -> None:
         raise Forbidden(f"this token is not for site {site_id}")
 
 
+async def _manager_of_site(site_id: str, staff: ManagerDep) -> Principal:
+    # A dependency, so the scope is checked before the body is read: a manager of another
+    # site is told 403 whatever it sends, never what is wrong with its body.
+    ensure_site(staff, site_id)
+    return staff
+
+
+async def _manager_of_slot(slot_id: str, staff: ManagerDep) -> Principal:
+    ref = parse_slot_id(slot_id)
+    if ref is None:
+        raise NotFound(f"no slot {slot_id}")
+    ensure_site(staff, ref.site_day.site)
+    return staff
+
+
+SiteManagerDep = Annotated[Principal, Depends(_manager_of_site)]
+SlotManagerDep = Annotated[Principal, Depends(_manager_of_slot)]
+
+
 def policy_of(route: APIRoute) -> Policy | None:
-    for dependency in route.dependant.dependencies:
+    return _policy_in(route.dependant)
+
+
+def _policy_in(dependant: Dependant) -> Policy | None:
+    for dependency in dependant.dependencies:
         if isinstance(dependency.call, Policy):
             return dependency.call
+        found = _policy_in(dependency)
+        if found is not None:
+            return found
     return None
 
 

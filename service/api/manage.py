@@ -1,7 +1,7 @@
 """Site managers' tools: sites, gates, slot templates, slot generation and closures.
 
-Admins act on every site; a manager on the sites of its token (any other site: 403). Every
-change is audited (GET /v1/audit?site=).
+Admins create sites and act on every site; a manager on the sites of its token (any other
+site: 403, checked before the body). Every change is audited (GET /v1/audit?site=).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from datetime import date
 
 from fastapi import Response
 
-from booking.catalog import parse_slot_id
 from booking.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from booking.schemas import (
     Closure,
@@ -28,7 +27,7 @@ from booking.schemas import (
     TemplatePublic,
 )
 from service import access
-from service.access import ManagerDep, ensure_site
+from service.access import AdminDep, SiteManagerDep, SlotManagerDep
 from service.deps import RuntimeDep
 from service.errors import problem_responses
 
@@ -46,39 +45,35 @@ REFUSALS = problem_responses(Unauthorized, Forbidden, NotFound, InvalidRequest)
     response_model=SitePublic,
     responses={**REFUSALS, **problem_responses(Conflict)},
 )
-async def create_site(body: SiteCreate, runtime: RuntimeDep, staff: ManagerDep) -> SitePublic:
-    """Add a site (admins, or a manager whose token names the new site's id). It sells
-    nothing until it has slot templates and slots."""
-    ensure_site(staff, body.id)
+async def create_site(body: SiteCreate, runtime: RuntimeDep, staff: AdminDep) -> SitePublic:
+    """Add a site (admins; then give its managers tokens for it). It sells nothing until it
+    has slot templates, whose slots are made over its horizon."""
     await runtime.management.create_site(body, actor=staff.actor)
     return await runtime.catalog.site(body.id)
 
 
 @router.patch("/sites/{site_id}", response_model=SitePublic, responses=REFUSALS)
 async def change_site(
-    site_id: str, body: SitePatch, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, body: SitePatch, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> SitePublic:
     """Change a site's rules: daily cap, party size limit, horizon, release time, per-account
     limits, opening hours... Caps and windows take effect on sale at once."""
-    ensure_site(staff, site_id)
     await runtime.management.update_site(site_id, body, actor=staff.actor)
     return await runtime.catalog.site(site_id)
 
 
 @router.post("/sites/{site_id}/close", response_model=ClosureResult, responses=REFUSALS)
 async def close_site(
-    site_id: str, body: Closure, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, body: Closure, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> ClosureResult:
     """Close a whole site from today on (weather, a state event): its reservations become
     `cancelled_by_site`, their places are released and each owner is offered alternatives."""
-    ensure_site(staff, site_id)
     return await runtime.management.close_site(site_id, body.reason, actor=staff.actor)
 
 
 @router.post("/sites/{site_id}/reopen", response_model=ClosureResult, responses=REFUSALS)
-async def reopen_site(site_id: str, runtime: RuntimeDep, staff: ManagerDep) -> ClosureResult:
+async def reopen_site(site_id: str, runtime: RuntimeDep, staff: SiteManagerDep) -> ClosureResult:
     """Reopen a closed site and its slots from today on."""
-    ensure_site(staff, site_id)
     return await runtime.management.reopen_site(site_id, actor=staff.actor)
 
 
@@ -86,10 +81,9 @@ async def reopen_site(site_id: str, runtime: RuntimeDep, staff: ManagerDep) -> C
     "/sites/{site_id}/days/{visit_date}/close", response_model=ClosureResult, responses=REFUSALS
 )
 async def close_day(
-    site_id: str, visit_date: date, body: Closure, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, visit_date: date, body: Closure, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> ClosureResult:
     """Close every slot of one day."""
-    ensure_site(staff, site_id)
     return await runtime.management.close_day(site_id, visit_date, body.reason, actor=staff.actor)
 
 
@@ -97,9 +91,8 @@ async def close_day(
     "/sites/{site_id}/days/{visit_date}/reopen", response_model=ClosureResult, responses=REFUSALS
 )
 async def reopen_day(
-    site_id: str, visit_date: date, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, visit_date: date, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> ClosureResult:
-    ensure_site(staff, site_id)
     return await runtime.management.reopen_day(site_id, visit_date, actor=staff.actor)
 
 
@@ -113,17 +106,15 @@ async def reopen_day(
     responses={**REFUSALS, **problem_responses(Conflict)},
 )
 async def add_gate(
-    site_id: str, body: GateCreate, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, body: GateCreate, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> GatePublic:
-    ensure_site(staff, site_id)
     return await runtime.management.add_gate(site_id, body, actor=staff.actor)
 
 
 @router.patch("/sites/{site_id}/gates/{gate_id}", response_model=GatePublic, responses=REFUSALS)
 async def change_gate(
-    site_id: str, gate_id: str, body: GatePatch, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, gate_id: str, body: GatePatch, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> GatePublic:
-    ensure_site(staff, site_id)
     return await runtime.management.update_gate(site_id, gate_id, body, actor=staff.actor)
 
 
@@ -134,9 +125,8 @@ async def change_gate(
     "/sites/{site_id}/slot-templates", response_model=list[TemplatePublic], responses=REFUSALS
 )
 async def list_templates(
-    site_id: str, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> list[TemplatePublic]:
-    ensure_site(staff, site_id)
     return await runtime.management.templates(site_id)
 
 
@@ -147,10 +137,9 @@ async def list_templates(
     responses=REFUSALS,
 )
 async def add_template(
-    site_id: str, body: TemplateCreate, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, body: TemplateCreate, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> TemplatePublic:
     """Add the slots a site offers each day from now on (generated over its horizon)."""
-    ensure_site(staff, site_id)
     return await runtime.management.add_template(site_id, body, actor=staff.actor)
 
 
@@ -160,49 +149,37 @@ async def add_template(
     responses=REFUSALS,
 )
 async def change_template(
-    site_id: str, template_id: int, body: TemplatePatch, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, template_id: int, body: TemplatePatch, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> TemplatePublic:
     """Change a template; slots already made keep their times and caps."""
-    ensure_site(staff, site_id)
     return await runtime.management.update_template(site_id, template_id, body, actor=staff.actor)
 
 
 @router.delete("/sites/{site_id}/slot-templates/{template_id}", status_code=204, responses=REFUSALS)
 async def delete_template(
-    site_id: str, template_id: int, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, template_id: int, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> Response:
     """Stop making slots from a template; slots already made stay."""
-    ensure_site(staff, site_id)
     await runtime.management.delete_template(site_id, template_id, actor=staff.actor)
     return Response(status_code=204)
 
 
 @router.post("/sites/{site_id}/slots/generate", response_model=GeneratedSlots, responses=REFUSALS)
 async def generate_slots(
-    site_id: str, body: SlotGeneration, runtime: RuntimeDep, staff: ManagerDep
+    site_id: str, body: SlotGeneration, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> GeneratedSlots:
     """Make the slots of a date range from the site's templates (existing slots stay)."""
-    ensure_site(staff, site_id)
     return await runtime.management.generate(site_id, body.first, body.last, actor=staff.actor)
 
 
 @router.post("/slots/{slot_id}/close", response_model=ClosureResult, responses=REFUSALS)
 async def close_slot(
-    slot_id: str, body: Closure, runtime: RuntimeDep, staff: ManagerDep
+    slot_id: str, body: Closure, runtime: RuntimeDep, staff: SlotManagerDep
 ) -> ClosureResult:
     """Close one slot: its reservations become `cancelled_by_site` with alternatives."""
-    ensure_site(staff, _site_of(slot_id))
     return await runtime.management.close_slot(slot_id, body.reason, actor=staff.actor)
 
 
 @router.post("/slots/{slot_id}/reopen", response_model=ClosureResult, responses=REFUSALS)
-async def reopen_slot(slot_id: str, runtime: RuntimeDep, staff: ManagerDep) -> ClosureResult:
-    ensure_site(staff, _site_of(slot_id))
+async def reopen_slot(slot_id: str, runtime: RuntimeDep, staff: SlotManagerDep) -> ClosureResult:
     return await runtime.management.reopen_slot(slot_id, actor=staff.actor)
-
-
-def _site_of(slot_id: str) -> str:
-    ref = parse_slot_id(slot_id)
-    if ref is None:
-        raise NotFound(f"no slot {slot_id}")
-    return ref.site_day.site

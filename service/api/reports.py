@@ -11,7 +11,7 @@ from booking.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from booking.reports import as_csv, day_reports
 from booking.schemas import DayReport
 from service import access
-from service.access import ManagerDep, ensure_site
+from service.access import SiteManagerDep
 from service.deps import RuntimeDep
 from service.errors import problem_responses
 
@@ -29,13 +29,12 @@ router = access.router(prefix="/v1", tags=["staff"])
 async def site_report(
     site_id: str,
     runtime: RuntimeDep,
-    staff: ManagerDep,
+    staff: SiteManagerDep,
     first: Annotated[date, Query(alias="from", description="First visit date")],
     last: Annotated[date | None, Query(alias="to", description="Last date; default: from")] = None,
     accept: Annotated[str, Header()] = "application/json",
 ) -> list[DayReport] | Response:
     """Places offered, held, confirmed, cancelled, expired, entered and no-shows per day."""
-    ensure_site(staff, site_id)
     reports = await day_reports(runtime.sessions, site_id, first, last or first)
     if "text/csv" in accept:
         return Response(as_csv(reports), media_type="text/csv; charset=utf-8")

@@ -28,8 +28,8 @@ def masked(number: str) -> str:
     return number[:4] + "*" * 10 + number[-4:]
 
 
-def beijing(*args: int) -> str:
-    return datetime(*args, tzinfo=BEIJING).isoformat()
+def beijing(year: int, month: int, day: int, hour: int = 0) -> str:
+    return datetime(year, month, day, hour, tzinfo=BEIJING).isoformat()
 
 
 def assert_problem(

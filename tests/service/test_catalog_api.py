@@ -79,6 +79,7 @@ def yonghe_slot(hhmm: str, *, remaining: int = 1000, on_sale: bool = True) -> di
         "capacity": 1000,
         "remaining": remaining,
         "status": "open",
+        "closed_reason": None,
         "on_sale": on_sale,
         "sales_open_at": "2026-11-30T00:00:00+08:00",
         "sales_close_at": f"2026-12-01T{hour + 1:02d}:00:00+08:00",
@@ -100,6 +101,7 @@ def palace_slot(day: str, session: str, *, on_sale: bool, opens: str) -> dict[st
         "capacity": 20000,
         "remaining": 20000,
         "status": "open",
+        "closed_reason": None,
         "on_sale": on_sale,
         "sales_open_at": opens,
         # No same-day sales: sales stop at midnight before the visit.
@@ -232,6 +234,9 @@ async def test_get_site_answers_one_site_with_its_rules(client: httpx.AsyncClien
         "same_day_sales": False,
         "party_size_limit": 5,
         "real_name": True,
+        "account_day_limit": 3,
+        "account_hold_limit": 2,
+        "closed_reason": None,
         "today": {"date": "2026-12-01", "open": True, "offered": 40000, "remaining": 40000},
     }
     assert [gate["id"] for gate in body["gates"]] == DEMO_SITES["palace-museum"][1]

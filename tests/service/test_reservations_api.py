@@ -154,6 +154,8 @@ async def test_hold_answers_201_with_the_whole_reservation(
         ],
         "expires_at": "2026-12-01T02:15:00Z",
         "created_at": "2026-12-01T02:00:00Z",
+        "cancel_reason": None,
+        "alternatives": None,
     }
     assert first not in response.text
     assert second not in response.text

@@ -22,6 +22,7 @@ COLUMN = {
     ReservationStatus.held: "held",
     ReservationStatus.confirmed: "confirmed",
     ReservationStatus.cancelled: "cancelled",
+    ReservationStatus.cancelled_by_site: "cancelled_by_site",
     ReservationStatus.expired: "expired",
     ReservationStatus.checked_in: "entered",
     ReservationStatus.completed: "entered",

@@ -477,6 +477,7 @@ class DayReport(BaseModel):
     held: int
     confirmed: int
     cancelled: int
+    cancelled_by_site: int
     expired: int
     entered: int
     no_show: int

@@ -40,7 +40,36 @@ async def test_a_day_counts_places_by_what_became_of_them(
             "held": 1,
             "confirmed": 2,
             "cancelled": 1,
+            "cancelled_by_site": 0,
             "expired": 3,
+            "entered": 0,
+            "no_show": 0,
+        }
+    ]
+
+
+async def test_a_closure_shows_as_cancelled_by_site_and_offers_less(
+    client: httpx.AsyncClient, tourist: dict[str, str], admin: dict[str, str]
+) -> None:
+    held = await hold(client, tourist, visitors=[visitor(), visitor()])
+    assert held.status_code == 201, held.text
+    closed = await client.post(
+        "/v1/slots/yonghe-temple.2026-12-01.1000/close", json={"reason": "storm"}, headers=admin
+    )
+    assert closed.status_code == 200, closed.text
+
+    response = await client.get(REPORT, params={"from": "2026-12-01"}, headers=admin)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == [
+        {
+            "date": "2026-12-01",
+            "offered": 6000,
+            "held": 0,
+            "confirmed": 0,
+            "cancelled": 0,
+            "cancelled_by_site": 2,
+            "expired": 0,
             "entered": 0,
             "no_show": 0,
         }
@@ -61,11 +90,11 @@ async def test_a_range_has_one_row_per_day_and_csv_on_request(
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert response.text.splitlines() == [
-        "date,offered,held,confirmed,cancelled,expired,entered,no_show",
-        "2026-12-01,7000,1,0,0,0,0,0",
-        "2026-12-02,7000,0,0,0,0,0,0",
-        "2026-12-03,7000,0,0,0,0,0,0",
-        "2026-12-04,0,0,0,0,0,0,0",  # beyond the booking horizon: no slots yet
+        "date,offered,held,confirmed,cancelled,cancelled_by_site,expired,entered,no_show",
+        "2026-12-01,7000,1,0,0,0,0,0,0",
+        "2026-12-02,7000,0,0,0,0,0,0,0",
+        "2026-12-03,7000,0,0,0,0,0,0,0",
+        "2026-12-04,0,0,0,0,0,0,0,0",  # beyond the booking horizon: no slots yet
     ]
 
 

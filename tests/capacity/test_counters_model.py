@@ -83,9 +83,9 @@ async def test_random_bookings_never_double_allocate(redis: Redis, steps: list[t
             assert all(1 <= unit <= model.day_cap for unit in got.day_units)
             model.held.append((slot, got.slot_units, got.day_units, tuple(party)))
         elif kind == "release" and model.held:
-            slot, slot_units, day_units, party = model.held.pop(first % len(model.held))
+            slot, slot_units, day_units, visitors = model.held.pop(first % len(model.held))
             await counters.release(
-                day, slot, slot_units=slot_units, day_units=day_units, visitor_ids=party
+                day, slot, slot_units=slot_units, day_units=day_units, visitor_ids=visitors
             )
         elif kind == "slot-cap":
             model.slot_caps[first] = second
@@ -94,10 +94,10 @@ async def test_random_bookings_never_double_allocate(redis: Redis, steps: list[t
             model.day_cap = first
             assert await counters.set_day_capacity(day, first)
 
-        slot_units = [(h[0], u) for h in model.held for u in h[1]]
-        day_units = [u for h in model.held for u in h[2]]
-        assert len(set(slot_units)) == len(slot_units), "a slot unit is held twice"
-        assert len(set(day_units)) == len(day_units), "a day unit is held twice"
+        held_slot_units = [(h[0], u) for h in model.held for u in h[1]]
+        held_day_units = [u for h in model.held for u in h[2]]
+        assert len(set(held_slot_units)) == len(held_slot_units), "a slot unit is held twice"
+        assert len(set(held_day_units)) == len(held_day_units), "a day unit is held twice"
         load = await counters.load(day)
         assert load is not None
         assert load.day.used == model.used()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -42,7 +43,7 @@ async def test_a_body_that_is_not_json_is_refused_with_415(
 async def test_a_chunked_body_over_the_limit_is_refused_with_413(
     client: httpx.AsyncClient, tourist: dict[str, str]
 ) -> None:
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         yield b'{"slot_id": "' + YONGHE_10.encode() + b'", "visitors": [], "padding": "'
         for _ in range(10):
             yield b"x" * 10_000

@@ -70,3 +70,45 @@ class InvalidRequest(TidegateError):
         super().__init__(f"{field}: {message} ({rule})")
         self.field = field
         self.extra["errors"] = [{"in": "body", "field": field, "rule": rule, "message": message}]
+
+
+class ScanRefused(TidegateError):
+    """A ticket a gate must refuse. The `code` is also the reason in the scan log."""
+
+    code, status, title = "scan-refused", 409, "The gate refuses this ticket"
+
+    def __init__(self, detail: str | None = None, *, reservation_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.reservation_id = reservation_id
+
+
+class TicketInvalid(ScanRefused):
+    code, status, title = "ticket-invalid", 422, "Not a genuine tidegate entry code"
+
+
+class TicketExpired(ScanRefused):
+    code, status, title = "ticket-expired", 410, "The entry code expired: show the ticket again"
+
+
+class WrongSite(ScanRefused):
+    code, status, title = "wrong-site", 409, "This ticket is for another site"
+
+
+class NotConfirmed(ScanRefused):
+    code, status, title = "not-confirmed", 409, "The reservation is not confirmed"
+
+
+class OutsideEntryWindow(ScanRefused):
+    code, status, title = "outside-entry-window", 409, "Not the time to enter on this ticket"
+
+
+class AlreadyEntered(ScanRefused):
+    code, status, title = "already-entered", 409, "These visitors are already in"
+
+
+class NotInside(ScanRefused):
+    code, status, title = "not-inside", 409, "These visitors have not entered, or have left"
+
+
+class UnknownVisitor(ScanRefused):
+    code, status, title = "unknown-visitor", 422, "No such visitor in this party"

@@ -86,6 +86,9 @@ class Site(SQLModel, table=True):
     # one visit day, and holds it may keep open here at once.
     account_day_limit: int = 3
     account_hold_limit: int = 2
+    # Minutes a ticket may enter before its slot starts and after it ends (0 where the slots
+    # are themselves the entry windows, like the Palace Museum's two sessions).
+    entry_grace_minutes: int = 15
     # Set while the whole site is closed by its managers (weather, a state event).
     closed_reason: str | None = Field(default=None, max_length=200)
     sources: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
@@ -231,6 +234,10 @@ class Visitor(SQLModel, table=True):
     slot_unit: int
     day_unit: int
     active: bool = True
+    entered_at: datetime | None = _instant(default=None)
+    entry_gate: str | None = Field(default=None, max_length=100)
+    exited_at: datetime | None = _instant(default=None)
+    exit_gate: str | None = Field(default=None, max_length=100)
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -270,3 +277,21 @@ class OutboxEvent(SQLModel, table=True):
     account_id: str | None = Field(default=None, max_length=32, index=True)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     delivered_at: datetime | None = _instant(default=None, index=True)
+
+
+class ScanEvent(SQLModel, table=True):
+    """Every scan at a gate, admitted or refused, with its reason: the log that live
+    occupancy is rebuilt from."""
+
+    __tablename__: ClassVar[str] = "scan_event"
+    __table_args__ = (sa.Index("ix_scan_event_site_at", "site_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _instant()
+    gate_id: str = Field(max_length=100)
+    site_id: str = Field(max_length=64)
+    reservation_id: str | None = Field(default=None, max_length=32, index=True)
+    direction: str = Field(max_length=10)
+    people: int = 0
+    result: str = Field(max_length=10)
+    reason: str = Field(default="", max_length=40)

@@ -458,6 +458,39 @@ class OutboxEventPublic(BaseModel):
     delivered_at: datetime | None
 
 
+class TicketPublic(BaseModel):
+    """A rotating entry code: show it as a QR (`?format=svg|png`) and fetch a new one when
+    it expires."""
+
+    code: str
+    expires_at: datetime
+    reservation_id: str
+    site: str
+    entry_from: datetime
+    entry_until: datetime
+
+
+class ScanRequest(Strict):
+    code: str = Field(min_length=1, max_length=1000)
+    direction: Literal["entry", "exit"]
+    visitors: list[Annotated[int, Field(ge=0, le=49)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="Positions of the visitors passing (0 = first); default: the whole party",
+    )
+
+
+class ScanResult(BaseModel):
+    result: Literal["admitted"]
+    direction: str
+    reservation_id: str
+    site: str
+    gate: str
+    people: int
+    visitors: list[int]
+
+
 class AuditEventPublic(BaseModel):
     id: int
     at: datetime

@@ -63,6 +63,7 @@ TOURIST = Policy("a tourist's account", frozenset({"tourist"}), account=True)
 REGISTRATION = Policy("a registration waiting for its code", frozenset({PENDING}))
 ADMIN = Policy("admins", frozenset({"admin"}))
 SITE_MANAGER = Policy("admins and the site's managers", frozenset({"admin", "manager"}))
+GATE = Policy("the gate's own device", frozenset({"gate"}))
 
 TouristDep = Annotated[Principal, Depends(TOURIST)]
 RegistrationDep = Annotated[Principal, Depends(REGISTRATION)]
@@ -91,7 +92,15 @@ async def _manager_of_slot(slot_id: str, staff: ManagerDep) -> Principal:
     return staff
 
 
+async def _device_of_gate(gate_id: str, device: Annotated[Principal, Depends(GATE)]) -> Principal:
+    # A gate device scans at its own gate only (a token is one device at one gate).
+    if device.gate != gate_id:
+        raise Forbidden(f"this token is not for gate {gate_id}")
+    return device
+
+
 SiteManagerDep = Annotated[Principal, Depends(_manager_of_site)]
+GateDeviceDep = Annotated[Principal, Depends(_device_of_gate)]
 SlotManagerDep = Annotated[Principal, Depends(_manager_of_slot)]
 
 

@@ -18,6 +18,7 @@ from service.api import (
     reports,
     reservations,
     sites,
+    tickets,
     tokens,
 )
 from service.bodies import BodyRules
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # Every body here is a small JSON object; anything bigger is refused unread (413).
     app.add_middleware(BodyRules, max_bytes=MAX_BODY_BYTES)
     errors.install(app)
-    for module in (sites, manage, accounts, reservations, tokens, audit, reports, outbox, ops):
+    modules = (sites, manage, accounts, reservations, tickets, tokens, audit, reports, outbox, ops)
+    for module in modules:
         app.include_router(module.router)
     return app

@@ -17,12 +17,14 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from booking.accounts import Accounts
+from booking.gates import Gates
 from booking.ids import IdHasher
 from booking.ledger import HoldLedger
 from booking.management import Management
 from booking.reconcile import Reconciler
 from booking.service import Booking
 from booking.sites import Catalog
+from booking.tickets import TicketSigner
 from capacity.clock import Clock
 from capacity.counters import Counters
 from capacity.replays import Replays
@@ -69,6 +71,7 @@ class Runtime:
     reconciler: Reconciler
     booking: Booking
     management: Management
+    gates: Gates
     accounts: Accounts
     hasher: IdHasher
     throttle: Throttle
@@ -120,6 +123,12 @@ class Runtime:
             catalog=catalog,
             reconciler=reconciler,
             booking=booking,
+            gates=Gates(
+                sessions=sessions,
+                catalog=catalog,
+                signer=TicketSigner(*settings.ticket_signing()),
+                clock=clock,
+            ),
             management=Management(
                 sessions=sessions,
                 counters=counters,

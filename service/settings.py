@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from booking.tickets import derive_key
 from capacity.clock import Clock, ScaledClock, SystemClock
 
 # Budgets per caller; override with TIDEGATE_RATE_BUDGETS (JSON), switch off with
@@ -51,6 +52,14 @@ class Settings(BaseSettings):
         default_factory=dict, description='JSON, e.g. {"holds": "30/minute"}'
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    ticket_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON {"key id": "secret"} to sign entry codes; default: one key derived '
+        "from the ID-hash key. Keep old keys listed while their codes may still be shown.",
+    )
+    ticket_key_id: str | None = Field(
+        default=None, description="Which of ticket_keys signs new codes (default: the last)"
+    )
 
     @model_validator(mode="after")
     def _real_database_needs_a_key(self) -> Settings:
@@ -87,6 +96,13 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_hex(32))
             path.chmod(0o600)
         return path.read_text().strip().encode()
+
+    def ticket_signing(self) -> tuple[dict[str, bytes], str]:
+        """The keys gates accept and the id of the one that signs."""
+        if not self.ticket_keys:
+            return {"k0": derive_key(self.id_key(), "tidegate entry codes")}, "k0"
+        keys = {kid: secret.encode() for kid, secret in self.ticket_keys.items()}
+        return keys, self.ticket_key_id or list(keys)[-1]
 
     def clock(self) -> Clock:
         if self.clock_start is None and self.clock_speed == 1.0:

@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 import pytest
 
+from booking.repository import get_reservation
 from service import access
 from service.app import create_app
 from service.runtime import Runtime
@@ -99,6 +100,8 @@ GET /v1/reservations                                     200  200  403  403  403
 POST /v1/reservations/{reservation_id}/confirm           200  404  403  403  403  403  403  403  401
 POST /v1/reservations/{reservation_id}/cancel            200  404  403  403  403  403  403  403  401
 GET /v1/reservations/{reservation_id}                    200  404  403  403  403  403  403  403  401
+GET /v1/reservations/{reservation_id}/ticket             200  404  403  403  403  403  403  403  401
+POST /v1/gates/{gate_id}/scans                           403  403  403  403  403  200  403  403  401
 POST /v1/tokens                                          403  403  403  403  403  403  201  403  401
 DELETE /v1/tokens/{token_id}                             403  403  403  403  403  403  204  403  401
 GET /v1/audit                                            403  403  200  403  403  403  200  403  401
@@ -145,6 +148,8 @@ def documented(policy: str, success: int, operation: str) -> dict[str, int]:
         return refused | {ADMIN: success}
     if policy == access.REGISTRATION.name:
         return refused | {PENDING: success}
+    if policy == access.GATE.name:
+        return refused | {GATE: success}
     raise AssertionError(f"{operation}: no documented rule for the policy {policy!r}")
 
 
@@ -436,6 +441,34 @@ async def _cancel(world: World, who: str) -> Sample:
 @sample("GET /v1/reservations/{reservation_id}")
 async def _read_reservation(world: World, who: str) -> Sample:
     return Sample(f"/v1/reservations/{world.reservation_id}")
+
+
+# Tickets and gates.
+
+
+async def confirmed(world: World) -> str:
+    """Confirm the owner's reservation (twice is harmless); returns the owner's account."""
+    answer = await world.client.post(
+        f"/v1/reservations/{world.reservation_id}/confirm", headers=world.headers[OWNER]
+    )
+    assert answer.status_code == 200, answer.text
+    async with world.runtime.sessions() as session:
+        reservation = await get_reservation(session, world.reservation_id)
+    assert reservation is not None
+    return reservation.owner_id
+
+
+@sample("GET /v1/reservations/{reservation_id}/ticket")
+async def _ticket(world: World, who: str) -> Sample:
+    await confirmed(world)
+    return Sample(f"/v1/reservations/{world.reservation_id}/ticket")
+
+
+@sample("POST /v1/gates/{gate_id}/scans")
+async def _scan(world: World, who: str) -> Sample:
+    owner = await confirmed(world)
+    ticket = await world.runtime.gates.ticket(owner_id=owner, reservation_id=world.reservation_id)
+    return Sample(f"/v1/gates/{SOUTH_GATE}/scans", json={"code": ticket.code, "direction": "entry"})
 
 
 # Staff tokens and the outbox.

@@ -8,13 +8,16 @@ reason.
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
+from booking.catalog import local, zone
 from booking.errors import (
     AlreadyEntered,
     NotConfirmed,
@@ -28,10 +31,15 @@ from booking.errors import (
     WrongSite,
 )
 from booking.models import ReservationStatus, ScanEvent, Site
-from booking.schemas import ScanResult, TicketPublic
+from booking.schemas import GateFlow, OccupancyPublic, ScanResult, TicketPublic
 from booking.sites import Catalog
 from booking.tickets import TicketRefused, TicketSigner
 from capacity.clock import Clock
+from capacity.errors import CapacityUnavailable
+from capacity.keys import SiteDay
+from capacity.occupancy import NotCounted, Occupancy, SiteFull
+
+log = logging.getLogger(__name__)
 
 TICKET_TTL = timedelta(seconds=60)
 
@@ -54,8 +62,10 @@ class Gates:
         sessions: async_sessionmaker[AsyncSession],
         catalog: Catalog,
         signer: TicketSigner,
+        occupancy: Occupancy,
         clock: Clock,
     ) -> None:
+        self._occupancy = occupancy
         self._sessions = sessions
         self._catalog = catalog
         self._signer = signer
@@ -89,18 +99,24 @@ class Gates:
         now = self._clock.now()
         async with self._sessions() as session:
             gate = await repo.get_gate(session, scan.gate_id)
-        if gate is None:
+            site = None if gate is None else await repo.get_site(session, gate.site_id)
+        if gate is None or site is None:
             raise NotFound(f"no gate {scan.gate_id}")
         try:
-            result = await self._scan(scan, gate.site_id, now)
+            result = await self._scan(scan, site, now)
         except ScanRefused as refused:
             await self._log(
                 scan, gate.site_id, refused.reservation_id, 0, "refused", refused.code, now
             )
             raise
+        except SiteFull as full:
+            rid = full.extra.get("reservation_id")
+            await self._log(scan, gate.site_id, rid, 0, "refused", full.code, now)
+            raise
         return result
 
-    async def _scan(self, scan: Scan, gate_site: str, now: datetime) -> ScanResult:
+    async def _scan(self, scan: Scan, site: Site, now: datetime) -> ScanResult:
+        gate_site = site.id
         try:
             claims = self._signer.read(scan.code, now=now)
         except TicketRefused as refused:
@@ -112,6 +128,11 @@ class Gates:
             raise WrongSite(
                 f"this ticket is for {claims.site}, not a gate of {gate_site}", reservation_id=rid
             )
+        if scan.direction == "entry":
+            # Counted from SQL before the scan's own transaction (one connection on SQLite).
+            today = SiteDay(gate_site, now.astimezone(zone(site.timezone)).date())
+            if await self._occupancy.inside(today) is None:
+                await self.rebuild_occupancy(today)
         async with self._sessions() as session, session.begin():
             reservation = await repo.get_reservation(session, rid)
             if reservation is None:  # pragma: no cover - a genuine code names a reservation
@@ -134,7 +155,25 @@ class Gates:
                         f"until {claims.window_end.isoformat()}",
                         reservation_id=rid,
                     )
-                changed = await repo.enter(session, reservation.id, positions, scan.gate_id, now)
+                waiting = [
+                    v.position for v in visitors if v.position in positions and v.entered_at is None
+                ]
+                if not waiting:
+                    raise AlreadyEntered(reservation_id=rid)
+                site_day = SiteDay(gate_site, reservation.visit_date)
+                minute = _minute(now, site)
+                await self._count_in(site, site_day, scan.gate_id, len(waiting), minute, rid)
+                try:
+                    changed = await repo.enter(session, reservation.id, waiting, scan.gate_id, now)
+                except BaseException:
+                    await self._occupancy.give_back(
+                        site_day, scan.gate_id, len(waiting), minute=minute
+                    )
+                    raise
+                if len(changed) < len(waiting):  # another gate let some of them in just now
+                    await self._occupancy.give_back(
+                        site_day, scan.gate_id, len(waiting) - len(changed), minute=minute
+                    )
                 if not changed:
                     raise AlreadyEntered(reservation_id=rid)
                 await repo.move_status(
@@ -160,6 +199,10 @@ class Gates:
                     reason="",
                 )
             )
+        if scan.direction == "exit":
+            # After the commit: SQL is the record, and a rebuild would count this exit.
+            site_day = SiteDay(gate_site, reservation.visit_date)
+            await self._count_out(site_day, scan.gate_id, len(changed), _minute(now, site))
         return ScanResult(
             result="admitted",
             direction=scan.direction,
@@ -169,6 +212,89 @@ class Gates:
             people=len(changed),
             visitors=sorted(changed),
         )
+
+    async def _count_in(
+        self, site: Site, site_day: SiteDay, gate_id: str, people: int, minute: int, rid: str
+    ) -> None:
+        """Take room for people entering, against the site's instantaneous cap."""
+        try:
+            await self._occupancy.enter(
+                site_day, gate_id, people, instant_cap=site.instant_cap, minute=minute
+            )
+        except NotCounted as error:
+            # Counted before the transaction began; lost since (Redis restarted): the next
+            # scan counts again from SQL.
+            raise CapacityUnavailable("people inside are being counted again") from error
+        except SiteFull as full:
+            full.extra["reservation_id"] = rid
+            raise
+
+    async def _count_out(self, site_day: SiteDay, gate_id: str, people: int, minute: int) -> None:
+        try:
+            await self._occupancy.leave(site_day, gate_id, people, minute=minute)
+        except NotCounted:
+            await self.rebuild_occupancy(site_day)
+        except CapacityUnavailable:
+            log.warning("exit not counted: Redis unreachable for %s", site_day)
+
+    async def occupancy(self, site_id: str) -> OccupancyPublic:
+        """People inside a site now, against its instantaneous cap, and each gate's flow."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            site = await repo.get_site(session, site_id)
+            if site is None:
+                raise NotFound(f"no site {site_id}")
+            gates = await repo.gates_of(session, [site_id])
+        site_day = SiteDay(site_id, now.astimezone(zone(site.timezone)).date())
+        inside = await self._occupancy.inside(site_day)
+        if inside is None:
+            await self.rebuild_occupancy(site_day)
+            inside = await self._occupancy.inside(site_day) or 0
+        flow = await self._occupancy.flow(site_day)
+        # The last whole minute: the current one is still filling.
+        last = _minute(now, site) - 1
+        per_gate = []
+        for gate in gates:
+            today = [f.get(gate.id, (0, 0)) for f in flow.by_minute.values()]
+            recent = flow.by_minute.get(last, {}).get(gate.id, (0, 0))
+            per_gate.append(
+                GateFlow(
+                    gate=gate.id,
+                    entries_today=sum(t[0] for t in today),
+                    exits_today=sum(t[1] for t in today),
+                    entries_last_minute=recent[0],
+                    exits_last_minute=recent[1],
+                )
+            )
+        return OccupancyPublic(
+            site=site_id,
+            at=now,
+            inside=inside,
+            instant_cap=site.instant_cap,
+            load=round(inside / site.instant_cap, 4) if site.instant_cap else 0.0,
+            entries_today=sum(g.entries_today for g in per_gate),
+            exits_today=sum(g.exits_today for g in per_gate),
+            entries_last_minute=sum(g.entries_last_minute for g in per_gate),
+            exits_last_minute=sum(g.exits_last_minute for g in per_gate),
+            gates=per_gate,
+        )
+
+    async def rebuild_occupancy(self, site_day: SiteDay) -> None:
+        """Count the people inside and each gate's flow again from SQL."""
+        async with self._sessions() as session:
+            site = await repo.get_site(session, site_day.site)
+            if site is None:
+                raise NotFound(f"no site {site_day.site}")
+            midnight = local(site, site_day.visit_date, time(0, 0))
+            inside = await repo.people_inside(session, site_day.site, site_day.visit_date)
+            scans = await repo.admitted_scans(
+                session, site_day.site, midnight, midnight + timedelta(days=1)
+            )
+        flows: dict[tuple[int, str, str], int] = defaultdict(int)
+        for at, gate_id, direction, people in scans:
+            key = (_minute(at, site), gate_id, "in" if direction == "entry" else "out")
+            flows[key] += people
+        await self._occupancy.rebuild(site_day, inside=inside, flows=flows)
 
     async def _window(self, site: Site, slot_id: str) -> tuple[datetime, datetime]:
         start, end = await self._catalog.slot_times(slot_id)
@@ -198,3 +324,9 @@ class Gates:
                     reason=reason,
                 )
             )
+
+
+def _minute(at: datetime, site: Site) -> int:
+    """Minute of the day at the site (flows are counted per local minute)."""
+    here = at.astimezone(zone(site.timezone))
+    return here.hour * 60 + here.minute

@@ -21,6 +21,7 @@ from booking.models import (
     Registration,
     Reservation,
     ReservationStatus,
+    ScanEvent,
     Site,
     Slot,
     SlotStatus,
@@ -330,6 +331,32 @@ async def leave(
         .returning(col(Visitor.position))
     )
     return list((await session.execute(query)).scalars())
+
+
+async def people_inside(session: AsyncSession, site_id: str, visit_date: date) -> int:
+    """Visitors of a site-day who came in and have not gone out."""
+    query = sa.select(sa.func.count()).where(
+        col(Visitor.site_id) == site_id,
+        col(Visitor.visit_date) == visit_date,
+        col(Visitor.entered_at).is_not(None),
+        col(Visitor.exited_at).is_(None),
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def admitted_scans(
+    session: AsyncSession, site_id: str, start: datetime, end: datetime
+) -> list[tuple[datetime, str, str, int]]:
+    """(time, gate, direction, people) of the admitted scans at a site in [start, end)."""
+    query = sa.select(
+        col(ScanEvent.at), col(ScanEvent.gate_id), col(ScanEvent.direction), col(ScanEvent.people)
+    ).where(
+        col(ScanEvent.site_id) == site_id,
+        col(ScanEvent.result) == "admitted",
+        col(ScanEvent.at) >= start,
+        col(ScanEvent.at) < end,
+    )
+    return [(row[0], row[1], row[2], row[3]) for row in await session.execute(query)]
 
 
 async def due_holds(session: AsyncSession, now: datetime, *, limit: int) -> list[str]:

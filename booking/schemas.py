@@ -491,6 +491,27 @@ class ScanResult(BaseModel):
     visitors: list[int]
 
 
+class GateFlow(BaseModel):
+    gate: str
+    entries_today: int
+    exits_today: int
+    entries_last_minute: int
+    exits_last_minute: int
+
+
+class OccupancyPublic(BaseModel):
+    site: str
+    at: datetime
+    inside: int
+    instant_cap: int
+    load: float  # inside / instant_cap
+    entries_today: int
+    exits_today: int
+    entries_last_minute: int
+    exits_last_minute: int
+    gates: list[GateFlow]
+
+
 class AuditEventPublic(BaseModel):
     id: int
     at: datetime

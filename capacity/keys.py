@@ -58,6 +58,16 @@ class SiteDay:
         return f"{self.tag}:owners"
 
     @property
+    def occupancy(self) -> str:
+        """Hash: people inside now, and `built` once counted from SQL."""
+        return f"{self.tag}:occupancy"
+
+    @property
+    def flow(self) -> str:
+        """Hash "minute:gate:in|out" -> people through that gate in that minute of the day."""
+        return f"{self.tag}:flow"
+
+    @property
     def suspects(self) -> str:
         """Hash unit-or-id -> first seen (ms): Redis-only units the reconciler watches."""
         return f"{self.tag}:suspects"

@@ -64,6 +64,9 @@ REGISTRATION = Policy("a registration waiting for its code", frozenset({PENDING}
 ADMIN = Policy("admins", frozenset({"admin"}))
 SITE_MANAGER = Policy("admins and the site's managers", frozenset({"admin", "manager"}))
 GATE = Policy("the gate's own device", frozenset({"gate"}))
+SITE_STAFF = Policy(
+    "admins and the site's managers and operators", frozenset({"admin", "manager", "operator"})
+)
 
 TouristDep = Annotated[Principal, Depends(TOURIST)]
 RegistrationDep = Annotated[Principal, Depends(REGISTRATION)]
@@ -99,7 +102,15 @@ async def _device_of_gate(gate_id: str, device: Annotated[Principal, Depends(GAT
     return device
 
 
+async def _staff_of_site(
+    site_id: str, staff: Annotated[Principal, Depends(SITE_STAFF)]
+) -> Principal:
+    ensure_site(staff, site_id)
+    return staff
+
+
 SiteManagerDep = Annotated[Principal, Depends(_manager_of_site)]
+SiteStaffDep = Annotated[Principal, Depends(_staff_of_site)]
 GateDeviceDep = Annotated[Principal, Depends(_device_of_gate)]
 SlotManagerDep = Annotated[Principal, Depends(_manager_of_slot)]
 

@@ -27,6 +27,7 @@ from booking.sites import Catalog
 from booking.tickets import TicketSigner
 from capacity.clock import Clock
 from capacity.counters import Counters
+from capacity.occupancy import Occupancy
 from capacity.replays import Replays
 from capacity.throttle import Throttle
 from service.embedded_redis import EmbeddedRedis
@@ -127,6 +128,7 @@ class Runtime:
                 sessions=sessions,
                 catalog=catalog,
                 signer=TicketSigner(*settings.ticket_signing()),
+                occupancy=Occupancy(redis),
                 clock=clock,
             ),
             management=Management(

@@ -22,9 +22,11 @@ from booking.errors import (
     WrongSite,
 )
 from booking.gates import Scan
-from booking.schemas import ScanRequest, ScanResult, TicketPublic
+from booking.schemas import OccupancyPublic, ScanRequest, ScanResult, TicketPublic
+from capacity.errors import CapacityUnavailable
+from capacity.occupancy import SiteFull
 from service import access
-from service.access import GateDeviceDep, TouristDep
+from service.access import GateDeviceDep, SiteStaffDep, TouristDep
 from service.deps import RuntimeDep
 from service.errors import problem_responses
 from service.throttling import READS
@@ -82,13 +84,28 @@ async def ticket(
         AlreadyEntered,
         NotInside,
         UnknownVisitor,
+        SiteFull,
+        CapacityUnavailable,
     ),
 )
 async def scan(
     gate_id: str, body: ScanRequest, runtime: RuntimeDep, device: GateDeviceDep
 ) -> ScanResult:
     """An entry or an exit at this gate, for the whole party or the named visitors. Every
-    scan is logged, admitted or refused, with its reason."""
+    scan is logged, admitted or refused, with its reason. At the instantaneous cap an entry
+    answers `409 site-full`: hold the visitors (they keep their reservation) until exits
+    make room."""
     return await runtime.gates.scan(
         Scan(gate_id=gate_id, code=body.code, direction=body.direction, positions=body.visitors)
     )
+
+
+@router.get(
+    "/sites/{site_id}/occupancy",
+    response_model=OccupancyPublic,
+    responses=problem_responses(Unauthorized, Forbidden, NotFound, CapacityUnavailable),
+)
+async def occupancy(site_id: str, runtime: RuntimeDep, staff: SiteStaffDep) -> OccupancyPublic:
+    """People inside the site now against its instantaneous cap, and each gate's flow
+    (admins, and the site's managers and operators)."""
+    return await runtime.gates.occupancy(site_id)

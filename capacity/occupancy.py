@@ -1,0 +1,133 @@
+"""Live occupancy: people inside each site now, and each gate's flow, counted in Redis.
+
+Gate scans feed the counters after SQL has recorded the entry or exit; an entry first takes
+its room here, atomically against the instantaneous cap, so two gates cannot together let a
+site overflow. The counters are rebuilt from SQL (visitors in and not out, the scan log's
+flows) whenever Redis has none.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from capacity.errors import CapacityUnavailable, TidegateError
+from capacity.keys import SiteDay
+
+FLOW_TTL_SECONDS = 3 * 24 * 3600
+
+
+class SiteFull(TidegateError):
+    """The site is at its instantaneous cap: the gate holds these visitors (they keep their
+    reservation) until exits make room."""
+
+    code, status, title = "site-full", 409, "The site is full right now: wait for exits"
+
+    def __init__(self, detail: str, *, inside: int, instant_cap: int) -> None:
+        super().__init__(detail, inside=inside, instant_cap=instant_cap)
+        self.headers["Retry-After"] = "30"
+
+
+class NotCounted(Exception):
+    """No occupancy counters for this site-day yet: count from SQL, then try again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """People in and out per gate, per minute of the day."""
+
+    by_minute: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
+
+    def in_minute(self, minute: int) -> tuple[int, int]:
+        gates = self.by_minute.get(minute, {})
+        return sum(v[0] for v in gates.values()), sum(v[1] for v in gates.values())
+
+
+class Occupancy:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        text = resources.files("capacity").joinpath("scripts", "pass_gate.lua").read_text("utf-8")
+        self._pass: AsyncScript = redis.register_script(text)
+
+    async def enter(
+        self, site_day: SiteDay, gate: str, people: int, *, instant_cap: int, minute: int
+    ) -> int:
+        """Count people in, or raise SiteFull (nothing counted); returns people inside."""
+        reply = await self._call(site_day, "in", people, instant_cap, gate, minute)
+        if reply[0] == "full":
+            inside = int(reply[1])
+            raise SiteFull(
+                f"{inside} inside of {instant_cap}: hold {people} at the gate until exits "
+                "make room",
+                inside=inside,
+                instant_cap=instant_cap,
+            )
+        return int(reply[1])
+
+    async def leave(self, site_day: SiteDay, gate: str, people: int, *, minute: int) -> int:
+        reply = await self._call(site_day, "out", people, 0, gate, minute)
+        return int(reply[1])
+
+    async def give_back(self, site_day: SiteDay, gate: str, people: int, *, minute: int) -> None:
+        """Undo an entry counted here that SQL did not record (no flow is counted)."""
+        await self._call(site_day, "undo", people, 0, gate, minute)
+
+    async def _call(
+        self, site_day: SiteDay, direction: str, people: int, cap: int, gate: str, minute: int
+    ) -> list[str]:
+        try:
+            reply: list[str] = await self._pass(
+                keys=[site_day.occupancy, site_day.flow],
+                args=[direction, people, cap, gate, minute],
+            )
+        except RedisError as error:
+            raise CapacityUnavailable("the occupancy counters are unreachable") from error
+        if reply[0] == "unbuilt":
+            raise NotCounted(str(site_day))
+        return reply
+
+    async def inside(self, site_day: SiteDay) -> int | None:
+        """People inside now, or None before the counters are built."""
+        try:
+            people, built = await self._redis.hmget(site_day.occupancy, "people", "built")
+        except RedisError as error:
+            raise CapacityUnavailable("the occupancy counters are unreachable") from error
+        return None if built is None else int(people or 0)
+
+    async def flow(self, site_day: SiteDay) -> Flow:
+        try:
+            raw: dict[Any, Any] = await self._redis.hgetall(site_day.flow)
+        except RedisError as error:
+            raise CapacityUnavailable("the occupancy counters are unreachable") from error
+        by_minute: dict[int, dict[str, list[int]]] = defaultdict(dict)
+        for name, count in raw.items():
+            minute, gate, direction = name.rsplit(":", 2)
+            slot = by_minute[int(minute)].setdefault(gate, [0, 0])
+            slot[0 if direction == "in" else 1] += int(count)
+        return Flow(
+            {m: {g: (v[0], v[1]) for g, v in gates.items()} for m, gates in by_minute.items()}
+        )
+
+    async def rebuild(
+        self, site_day: SiteDay, *, inside: int, flows: Mapping[tuple[int, str, str], int]
+    ) -> None:
+        """Replace a site-day's counters with what SQL recorded, in one transaction."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(site_day.occupancy, site_day.flow)
+            pipe.hset(site_day.occupancy, mapping={"people": inside, "built": 1})
+            if flows:
+                mapping = {f"{m}:{g}:{d}": n for (m, g, d), n in flows.items()}
+                pipe.hset(site_day.flow, mapping=mapping)  # type: ignore[arg-type]
+            pipe.expire(site_day.occupancy, FLOW_TTL_SECONDS)
+            pipe.expire(site_day.flow, FLOW_TTL_SECONDS)
+            try:
+                await pipe.execute()
+            except RedisError as error:
+                raise CapacityUnavailable("the occupancy counters are unreachable") from error

@@ -103,7 +103,15 @@ class OutsideEntryWindow(ScanRefused):
 
 
 class AlreadyEntered(ScanRefused):
-    code, status, title = "already-entered", 409, "These visitors are already in"
+    code, status, title = (
+        "already-entered",
+        409,
+        "These visitors have already entered (one entry per visitor)",
+    )
+
+
+class WrongGateDirection(ScanRefused):
+    code, status, title = "wrong-gate-direction", 409, "This gate is not for that direction"
 
 
 class NotInside(ScanRefused):

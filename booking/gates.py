@@ -28,6 +28,7 @@ from booking.errors import (
     TicketExpired,
     TicketInvalid,
     UnknownVisitor,
+    WrongGateDirection,
     WrongSite,
 )
 from booking.models import ReservationStatus, ScanEvent, Site
@@ -103,6 +104,8 @@ class Gates:
         if gate is None or site is None:
             raise NotFound(f"no gate {scan.gate_id}")
         try:
+            if gate.direction not in ("both", scan.direction):
+                raise WrongGateDirection(f"{gate.id} is an {gate.direction} gate")
             result = await self._scan(scan, site, now)
         except ScanRefused as refused:
             await self._log(
@@ -149,7 +152,7 @@ class Gates:
             if unknown:
                 raise UnknownVisitor(f"no visitor {unknown[0]} in this party", reservation_id=rid)
             if scan.direction == "entry":
-                if not claims.window_start <= now <= claims.window_end:
+                if not claims.window_start <= now < claims.window_end:
                     raise OutsideEntryWindow(
                         f"entry from {claims.window_start.isoformat()} "
                         f"until {claims.window_end.isoformat()}",
@@ -278,6 +281,69 @@ class Gates:
             exits_last_minute=sum(g.exits_last_minute for g in per_gate),
             gates=per_gate,
         )
+
+    async def end_of_day(self, *, limit: int = 500) -> tuple[int, int]:
+        """After a site's last entry time, its unused confirmed reservations become no-shows;
+        at closing, everyone still counted inside is checked out (their reservations are
+        completed). Returns (no-shows, people checked out)."""
+        now = self._clock.now()
+        no_shows = checked_out = 0
+        async with self._sessions() as session:
+            sites = list(await repo.all_sites(session))
+        for site in sites:
+            here = now.astimezone(zone(site.timezone))
+            today = here.date()
+            tomorrow = today + timedelta(days=1)
+            async with self._sessions() as session, session.begin():
+                unused = await repo.unused_before(
+                    session,
+                    site.id,
+                    tomorrow if here.time() >= site.last_entry else today,
+                    limit=limit,
+                )
+                if unused:
+                    no_shows += len(
+                        await repo.move_status(
+                            session,
+                            unused,
+                            from_statuses=[ReservationStatus.confirmed],
+                            to=ReservationStatus.no_show,
+                            now=now,
+                        )
+                    )
+                closing = tomorrow if here.time() >= site.closes else today
+                inside = list(
+                    await repo.still_inside_before(session, site.id, closing, limit=limit)
+                )
+                for visit_date in sorted({v.visit_date for v in inside}):
+                    group = [v for v in inside if v.visit_date == visit_date]
+                    closed_at = min(now, local(site, visit_date, site.closes))
+                    await repo.check_out(session, [v.id for v in group if v.id], closed_at)
+                    reservations = sorted({v.reservation_id for v in group})
+                    await repo.move_status(
+                        session,
+                        reservations,
+                        from_statuses=[ReservationStatus.checked_in],
+                        to=ReservationStatus.completed,
+                        now=now,
+                    )
+                    for reservation_id in reservations:
+                        session.add(
+                            ScanEvent(
+                                at=closed_at,
+                                gate_id="",
+                                site_id=site.id,
+                                reservation_id=reservation_id,
+                                direction="exit",
+                                people=sum(1 for v in group if v.reservation_id == reservation_id),
+                                result="closing",
+                                reason="checked out at closing",
+                            )
+                        )
+                    checked_out += len(group)
+            if inside:
+                await self.rebuild_occupancy(SiteDay(site.id, today))
+        return no_shows, checked_out
 
     async def rebuild_occupancy(self, site_day: SiteDay) -> None:
         """Count the people inside and each gate's flow again from SQL."""

@@ -333,6 +333,48 @@ async def leave(
     return list((await session.execute(query)).scalars())
 
 
+async def unused_before(
+    session: AsyncSession, site_id: str, before: date, *, limit: int
+) -> list[str]:
+    """Confirmed reservations of a site for days before `before` that nobody used."""
+    query = (
+        sa.select(col(Reservation.id))
+        .where(
+            col(Reservation.site_id) == site_id,
+            col(Reservation.visit_date) < before,
+            col(Reservation.status) == ReservationStatus.confirmed.value,
+        )
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def still_inside_before(
+    session: AsyncSession, site_id: str, before: date, *, limit: int
+) -> Sequence[Visitor]:
+    """Visitors of a site counted inside on days before `before` (never scanned out)."""
+    query = (
+        sa.select(Visitor)
+        .where(
+            col(Visitor.site_id) == site_id,
+            col(Visitor.visit_date) < before,
+            col(Visitor.entered_at).is_not(None),
+            col(Visitor.exited_at).is_(None),
+        )
+        .limit(limit)
+    )
+    return (await session.execute(query)).scalars().all()
+
+
+async def check_out(session: AsyncSession, visitor_ids: Sequence[int], at: datetime) -> None:
+    query = (
+        sa.update(Visitor)
+        .where(col(Visitor.id).in_(list(visitor_ids)), col(Visitor.exited_at).is_(None))
+        .values(exited_at=at)
+    )
+    await session.execute(query)
+
+
 async def people_inside(session: AsyncSession, site_id: str, visit_date: date) -> int:
     """Visitors of a site-day who came in and have not gone out."""
     query = sa.select(sa.func.count()).where(

@@ -84,7 +84,7 @@ class TicketSigner:
                 window_end=datetime.fromtimestamp(int(payload["w"][1]), tz=UTC),
                 expires_at=datetime.fromtimestamp(int(payload["e"]), tz=UTC),
             )
-        except (ValueError, KeyError, IndexError, TypeError) as error:
+        except (ValueError, KeyError, IndexError, TypeError, OverflowError, OSError) as error:
             raise TicketRefused("malformed", "the code's payload is not readable") from error
         if now >= claims.expires_at:
             raise TicketRefused("expired", "the code expired: show the ticket again")

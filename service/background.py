@@ -41,6 +41,10 @@ async def reconcile_once(runtime: Runtime) -> int:
     return report.drift
 
 
+async def end_of_day_once(runtime: Runtime) -> tuple[int, int]:
+    return await runtime.gates.end_of_day()
+
+
 async def generate_once(runtime: Runtime) -> int:
     created = await runtime.catalog.ensure_slots()
     if created:
@@ -72,6 +76,7 @@ class Loops:
             (settings.sweep_seconds, lambda: sweep_once(runtime), "sweeper"),
             (settings.reconcile_seconds, lambda: reconcile_once(runtime), "reconciler"),
             (3600.0, lambda: generate_once(runtime), "slot generation"),
+            (60.0, lambda: end_of_day_once(runtime), "end of day"),
         ]
         self._tasks = [
             asyncio.create_task(_every(period, step, name, self._stopping), name=name)

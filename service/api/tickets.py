@@ -19,6 +19,7 @@ from booking.errors import (
     TicketInvalid,
     Unauthorized,
     UnknownVisitor,
+    WrongGateDirection,
     WrongSite,
 )
 from booking.gates import Scan
@@ -84,6 +85,7 @@ async def ticket(
         AlreadyEntered,
         NotInside,
         UnknownVisitor,
+        WrongGateDirection,
         SiteFull,
         CapacityUnavailable,
     ),

@@ -218,3 +218,34 @@ async def test_occupancy_is_for_the_sites_staff(
     assert (elsewhere.status_code, elsewhere.json()["code"]) == (403, "forbidden")
     assert (await client.get(url, headers=tourist)).status_code == 403
     assert (await client.get(url)).status_code == 401
+
+
+async def test_after_the_last_entry_unused_tickets_are_no_shows_and_at_closing_all_leave(
+    runtime: Runtime, client: httpx.AsyncClient, admin: dict[str, str], clock: ManualClock
+) -> None:
+    south = await gate_token(runtime, SOUTH)
+    unused, _ = await ticket_of_a_party(client, 2)
+    came, code = await ticket_of_a_party(client, 3)
+    assert (await scan(client, SOUTH, south, code, "entry")).status_code == 200
+
+    clock.advance(timedelta(hours=5, minutes=59))  # 15:59 in Beijing: entry still possible
+    assert await runtime.gates.end_of_day() == (0, 0)
+    clock.advance(timedelta(minutes=1))  # 16:00, the last entry
+    assert await runtime.gates.end_of_day() == (1, 0)
+    assert (await occupancy(client, admin))["inside"] == 3
+    clock.advance(timedelta(minutes=30))  # 16:30, closing
+    assert await runtime.gates.end_of_day() == (0, 3)
+    assert await runtime.gates.end_of_day() == (0, 0)  # once
+
+    assert (await occupancy(client, admin))["inside"] == 0
+    async with runtime.sessions() as session:
+        first = await get_reservation(session, unused)
+        second = await get_reservation(session, came)
+    assert first is not None
+    assert second is not None
+    assert (first.status, second.status) == ("no_show", "completed")
+    report = await client.get(
+        f"/v1/sites/{YONGHE}/reports", params={"from": "2026-12-01"}, headers=admin
+    )
+    row = report.json()[0]
+    assert (row["no_show"], row["entered"], row["confirmed"]) == (2, 3, 0)

@@ -531,6 +531,30 @@ async def test_the_palace_exit_gate_lets_visitors_out(
     assert leaving.json() == admitted(rid, "palace-museum", PALACE_EXIT, [0], "exit")
 
 
+async def test_a_one_way_gate_refuses_the_other_direction(
+    client: httpx.AsyncClient, runtime: Runtime, tourist: dict[str, str], clock: ManualClock
+) -> None:
+    rid = (await confirmed(client, tourist, PALACE_MORNING, people=1))["id"]
+    clock.set(beijing(2, 9))
+    code = await ticket(client, tourist, rid)
+    exit_gate = await gate_token(runtime, PALACE_EXIT)
+    entry_gate = await gate_token(runtime, PALACE_ENTRY)
+
+    wrong_way_in = await scan(client, exit_gate, PALACE_EXIT, code)
+    assert (wrong_way_in.status_code, wrong_way_in.json()["code"]) == (409, "wrong-gate-direction")
+    assert wrong_way_in.json()["detail"] == f"{PALACE_EXIT} is an exit gate"
+    assert (await scan(client, entry_gate, PALACE_ENTRY, code)).status_code == 200
+    wrong_way_out = await scan(client, entry_gate, PALACE_ENTRY, code, "exit")
+    assert (wrong_way_out.status_code, wrong_way_out.json()["code"]) == (
+        409,
+        "wrong-gate-direction",
+    )
+    assert await scan_log(runtime, reason="wrong-gate-direction") == [
+        (PALACE_EXIT, "palace-museum", None, "entry", 0, "refused", "wrong-gate-direction"),
+        (PALACE_ENTRY, "palace-museum", None, "exit", 0, "refused", "wrong-gate-direction"),
+    ]
+
+
 # refusals ----------------------------------------------------------------------------------
 
 

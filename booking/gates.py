@@ -31,14 +31,15 @@ from booking.errors import (
     WrongGateDirection,
     WrongSite,
 )
-from booking.models import ReservationStatus, ScanEvent, Site
+from booking.models import AlertChange, OutboxEvent, ReservationStatus, ScanEvent, Site
 from booking.schemas import GateFlow, OccupancyPublic, ScanResult, TicketPublic
 from booking.sites import Catalog
 from booking.tickets import TicketRefused, TicketSigner
+from capacity.alerts import ACTIONS, DEFAULT_THRESHOLDS, level_for
 from capacity.clock import Clock
 from capacity.errors import CapacityUnavailable
 from capacity.keys import SiteDay
-from capacity.occupancy import NotCounted, Occupancy, SiteFull
+from capacity.occupancy import Count, NotCounted, Occupancy, SiteFull
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +203,11 @@ class Gates:
                     reason="",
                 )
             )
+        site_day = SiteDay(gate_site, reservation.visit_date)
         if scan.direction == "exit":
             # After the commit: SQL is the record, and a rebuild would count this exit.
-            site_day = SiteDay(gate_site, reservation.visit_date)
             await self._count_out(site_day, scan.gate_id, len(changed), _minute(now, site))
+        await self._review_level(site, site_day, now)
         return ScanResult(
             result="admitted",
             direction=scan.direction,
@@ -240,6 +242,51 @@ class Gates:
         except CapacityUnavailable:
             log.warning("exit not counted: Redis unreachable for %s", site_day)
 
+    async def _review_level(self, site: Site, site_day: SiteDay, now: datetime) -> None:
+        """Move the site's alert level if its loads crossed a threshold; a change is recorded
+        with its action and written to the outbox, once whatever the number of replicas."""
+        try:
+            count = await self._occupancy.count(site_day)
+            if count is None:
+                return
+            loads = _loads(site, count.inside, count.entered)
+            level = level_for(loads, site.alert_thresholds or DEFAULT_THRESHOLDS)
+            before = await self._occupancy.move_level(site_day, level)
+        except CapacityUnavailable:
+            log.warning("alert level not reviewed: Redis unreachable for %s", site_day)
+            return
+        if before is None or (before == "" and level == "green"):
+            return  # no change; or the day's first review, at the usual level
+        change = AlertChange(
+            at=now,
+            site_id=site.id,
+            visit_date=site_day.visit_date,
+            level_from=before or "green",
+            level_to=level,
+            instant_load=round(loads[0], 4),
+            day_load=round(loads[1], 4),
+            action=ACTIONS[level],
+        )
+        async with self._sessions() as session, session.begin():
+            session.add(change)
+            session.add(
+                OutboxEvent(
+                    at=now,
+                    topic="site.alert_level",
+                    site_id=site.id,
+                    payload={
+                        "site": site.id,
+                        "date": site_day.visit_date.isoformat(),
+                        "from": change.level_from,
+                        "to": level,
+                        "instant_load": change.instant_load,
+                        "day_load": change.day_load,
+                        "action": change.action,
+                    },
+                )
+            )
+        log.info("alert level of %s: %s -> %s", site.id, change.level_from, level)
+
     async def occupancy(self, site_id: str) -> OccupancyPublic:
         """People inside a site now, against its instantaneous cap, and each gate's flow."""
         now = self._clock.now()
@@ -249,10 +296,13 @@ class Gates:
                 raise NotFound(f"no site {site_id}")
             gates = await repo.gates_of(session, [site_id])
         site_day = SiteDay(site_id, now.astimezone(zone(site.timezone)).date())
-        inside = await self._occupancy.inside(site_day)
-        if inside is None:
+        count = await self._occupancy.count(site_day)
+        if count is None:
             await self.rebuild_occupancy(site_day)
-            inside = await self._occupancy.inside(site_day) or 0
+            count = await self._occupancy.count(site_day) or Count(0, 0)
+        inside = count.inside
+        loads = _loads(site, count.inside, count.entered)
+        level = await self._occupancy.level(site_day) or "green"
         flow = await self._occupancy.flow(site_day)
         # The last whole minute: the current one is still filling.
         last = _minute(now, site) - 1
@@ -274,7 +324,12 @@ class Gates:
             at=now,
             inside=inside,
             instant_cap=site.instant_cap,
-            load=round(inside / site.instant_cap, 4) if site.instant_cap else 0.0,
+            load=round(loads[0], 4),
+            daily_cap=site.daily_cap,
+            entered_today=count.entered,
+            day_load=round(loads[1], 4),
+            level=level,
+            action=ACTIONS[level],
             entries_today=sum(g.entries_today for g in per_gate),
             exits_today=sum(g.exits_today for g in per_gate),
             entries_last_minute=sum(g.entries_last_minute for g in per_gate),
@@ -353,6 +408,7 @@ class Gates:
                 raise NotFound(f"no site {site_day.site}")
             midnight = local(site, site_day.visit_date, time(0, 0))
             inside = await repo.people_inside(session, site_day.site, site_day.visit_date)
+            entered = await repo.people_entered(session, site_day.site, site_day.visit_date)
             scans = await repo.admitted_scans(
                 session, site_day.site, midnight, midnight + timedelta(days=1)
             )
@@ -360,7 +416,7 @@ class Gates:
         for at, gate_id, direction, people in scans:
             key = (_minute(at, site), gate_id, "in" if direction == "entry" else "out")
             flows[key] += people
-        await self._occupancy.rebuild(site_day, inside=inside, flows=flows)
+        await self._occupancy.rebuild(site_day, inside=inside, entered=entered, flows=flows)
 
     async def _window(self, site: Site, slot_id: str) -> tuple[datetime, datetime]:
         start, end = await self._catalog.slot_times(slot_id)
@@ -396,3 +452,11 @@ def _minute(at: datetime, site: Site) -> int:
     """Minute of the day at the site (flows are counted per local minute)."""
     here = at.astimezone(zone(site.timezone))
     return here.hour * 60 + here.minute
+
+
+def _loads(site: Site, inside: int, entered: int) -> tuple[float, float]:
+    """The instantaneous load (inside / instant cap) and the day's (entered / daily cap)."""
+    return (
+        inside / site.instant_cap if site.instant_cap else 0.0,
+        entered / site.daily_cap if site.daily_cap else 0.0,
+    )

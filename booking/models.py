@@ -89,6 +89,8 @@ class Site(SQLModel, table=True):
     # Minutes a ticket may enter before its slot starts and after it ends (0 where the slots
     # are themselves the entry windows, like the Palace Museum's two sessions).
     entry_grace_minutes: int = 15
+    # Shares of the caps at which the alert levels start; None: the LB/T 034-2014 practice.
+    alert_thresholds: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
     # Set while the whole site is closed by its managers (weather, a state event).
     closed_reason: str | None = Field(default=None, max_length=200)
     sources: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
@@ -295,3 +297,19 @@ class ScanEvent(SQLModel, table=True):
     people: int = 0
     result: str = Field(max_length=10)
     reason: str = Field(default="", max_length=40)
+
+
+class AlertChange(SQLModel, table=True):
+    """A site's alert level moving, with the loads that moved it and the action it calls for."""
+
+    __tablename__: ClassVar[str] = "alert_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _instant()
+    site_id: str = Field(max_length=64, index=True)
+    visit_date: date
+    level_from: str = Field(max_length=10)
+    level_to: str = Field(max_length=10)
+    instant_load: float
+    day_load: float
+    action: str = Field(max_length=200)

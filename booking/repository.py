@@ -386,6 +386,16 @@ async def people_inside(session: AsyncSession, site_id: str, visit_date: date) -
     return int((await session.execute(query)).scalar_one())
 
 
+async def people_entered(session: AsyncSession, site_id: str, visit_date: date) -> int:
+    """Visitors of a site-day who came in (the day's load)."""
+    query = sa.select(sa.func.count()).where(
+        col(Visitor.site_id) == site_id,
+        col(Visitor.visit_date) == visit_date,
+        col(Visitor.entered_at).is_not(None),
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
 async def admitted_scans(
     session: AsyncSession, site_id: str, start: datetime, end: datetime
 ) -> list[tuple[datetime, str, str, int]]:

@@ -132,6 +132,21 @@ def _distinct(days: list[int] | None) -> list[int] | None:
     return sorted(days)
 
 
+class AlertThresholds(Strict):
+    """Shares of the caps (instantaneous and daily) at which each alert level starts."""
+
+    yellow: float = Field(gt=0, le=2)
+    orange: float = Field(gt=0, le=2)
+    red: float = Field(gt=0, le=2)
+    pause: float = Field(gt=0, le=2)
+
+    @model_validator(mode="after")
+    def _rising(self) -> AlertThresholds:
+        if not self.yellow < self.orange < self.red <= self.pause:
+            raise PydanticCustomError("rising", "yellow < orange < red <= pause")
+        return self
+
+
 class SiteSettings(Strict):
     """What a site's managers may change. Every field optional: a PATCH names only what
     changes; the whole site is checked again after the change (opening hours in order...)."""
@@ -155,6 +170,7 @@ class SiteSettings(Strict):
     real_name: bool | None = None
     account_day_limit: int | None = Field(default=None, ge=1, le=100)
     account_hold_limit: int | None = Field(default=None, ge=1, le=100)
+    alert_thresholds: AlertThresholds | None = None
 
     @field_validator("closed_weekdays")
     @classmethod
@@ -393,6 +409,7 @@ class SitePublic(BaseModel):
     real_name: bool
     account_day_limit: int
     account_hold_limit: int
+    alert_thresholds: dict[str, float] | None = None
     closed_reason: str | None = None
     gates: list[GatePublic]
     today: DayLoadPublic | None = None
@@ -505,6 +522,11 @@ class OccupancyPublic(BaseModel):
     inside: int
     instant_cap: int
     load: float  # inside / instant_cap
+    daily_cap: int
+    entered_today: int
+    day_load: float  # entered today / daily_cap
+    level: str  # green, yellow, orange, red, pause
+    action: str
     entries_today: int
     exits_today: int
     entries_last_minute: int

@@ -40,6 +40,12 @@ class NotCounted(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Count:
+    inside: int  # people inside now
+    entered: int  # people who came in today
+
+
+@dataclass(frozen=True, slots=True)
 class Flow:
     """People in and out per gate, per minute of the day."""
 
@@ -53,13 +59,18 @@ class Flow:
 class Occupancy:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        text = resources.files("capacity").joinpath("scripts", "pass_gate.lua").read_text("utf-8")
-        self._pass: AsyncScript = redis.register_script(text)
+        scripts = resources.files("capacity").joinpath("scripts")
+        self._pass: AsyncScript = redis.register_script(
+            scripts.joinpath("pass_gate.lua").read_text("utf-8")
+        )
+        self._set_level: AsyncScript = redis.register_script(
+            scripts.joinpath("set_level.lua").read_text("utf-8")
+        )
 
     async def enter(
         self, site_day: SiteDay, gate: str, people: int, *, instant_cap: int, minute: int
-    ) -> int:
-        """Count people in, or raise SiteFull (nothing counted); returns people inside."""
+    ) -> Count:
+        """Count people in, or raise SiteFull (nothing counted)."""
         reply = await self._call(site_day, "in", people, instant_cap, gate, minute)
         if reply[0] == "full":
             inside = int(reply[1])
@@ -69,11 +80,26 @@ class Occupancy:
                 inside=inside,
                 instant_cap=instant_cap,
             )
-        return int(reply[1])
+        return Count(int(reply[1]), int(reply[2]))
 
-    async def leave(self, site_day: SiteDay, gate: str, people: int, *, minute: int) -> int:
+    async def leave(self, site_day: SiteDay, gate: str, people: int, *, minute: int) -> Count:
         reply = await self._call(site_day, "out", people, 0, gate, minute)
-        return int(reply[1])
+        return Count(int(reply[1]), int(reply[2]))
+
+    async def move_level(self, site_day: SiteDay, level: str) -> str | None:
+        """Set the alert level; returns the level before if it changed, else None."""
+        try:
+            before: str = await self._set_level(keys=[site_day.occupancy], args=[level])
+        except RedisError as error:
+            raise CapacityUnavailable("the occupancy counters are unreachable") from error
+        return None if before == level else before
+
+    async def level(self, site_day: SiteDay) -> str | None:
+        try:
+            level = await self._redis.hget(site_day.occupancy, "level")
+        except RedisError as error:
+            raise CapacityUnavailable("the occupancy counters are unreachable") from error
+        return None if level is None else str(level)
 
     async def give_back(self, site_day: SiteDay, gate: str, people: int, *, minute: int) -> None:
         """Undo an entry counted here that SQL did not record (no flow is counted)."""
@@ -95,11 +121,17 @@ class Occupancy:
 
     async def inside(self, site_day: SiteDay) -> int | None:
         """People inside now, or None before the counters are built."""
+        count = await self.count(site_day)
+        return None if count is None else count.inside
+
+    async def count(self, site_day: SiteDay) -> Count | None:
         try:
-            people, built = await self._redis.hmget(site_day.occupancy, "people", "built")
+            people, entered, built = await self._redis.hmget(
+                site_day.occupancy, "people", "entered", "built"
+            )
         except RedisError as error:
             raise CapacityUnavailable("the occupancy counters are unreachable") from error
-        return None if built is None else int(people or 0)
+        return None if built is None else Count(int(people or 0), int(entered or 0))
 
     async def flow(self, site_day: SiteDay) -> Flow:
         try:
@@ -116,12 +148,20 @@ class Occupancy:
         )
 
     async def rebuild(
-        self, site_day: SiteDay, *, inside: int, flows: Mapping[tuple[int, str, str], int]
+        self,
+        site_day: SiteDay,
+        *,
+        inside: int,
+        entered: int,
+        flows: Mapping[tuple[int, str, str], int],
     ) -> None:
-        """Replace a site-day's counters with what SQL recorded, in one transaction."""
+        """Replace a site-day's counters with what SQL recorded, in one transaction (the
+        alert level is kept: it changes only with a recorded level change)."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(site_day.occupancy, site_day.flow)
-            pipe.hset(site_day.occupancy, mapping={"people": inside, "built": 1})
+            pipe.hdel(site_day.occupancy, "people", "entered", "built")
+            pipe.delete(site_day.flow)
+            mapping = {"people": inside, "entered": entered, "built": 1}
+            pipe.hset(site_day.occupancy, mapping=mapping)  # type: ignore[arg-type]
             if flows:
                 mapping = {f"{m}:{g}:{d}": n for (m, g, d), n in flows.items()}
                 pipe.hset(site_day.flow, mapping=mapping)  # type: ignore[arg-type]

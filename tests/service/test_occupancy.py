@@ -14,7 +14,7 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import col
 
-from booking.models import ScanEvent, Site
+from booking.models import AlertChange, OutboxEvent, ScanEvent, Site
 from booking.repository import get_reservation
 from capacity.clock import ManualClock
 from capacity.keys import SiteDay
@@ -249,3 +249,92 @@ async def test_after_the_last_entry_unused_tickets_are_no_shows_and_at_closing_a
     )
     row = report.json()[0]
     assert (row["no_show"], row["entered"], row["confirmed"]) == (2, 3, 0)
+
+
+async def alert_changes(runtime: Runtime) -> list[tuple[str, str, float, float, str]]:
+    async with runtime.sessions() as session:
+        rows = (
+            (await session.execute(sa.select(AlertChange).order_by(col(AlertChange.id))))
+            .scalars()
+            .all()
+        )
+    return [(r.level_from, r.level_to, r.instant_load, r.day_load, r.action) for r in rows]
+
+
+async def level_events(runtime: Runtime) -> list[dict[str, object]]:
+    async with runtime.sessions() as session:
+        query = (
+            sa.select(OutboxEvent)
+            .where(col(OutboxEvent.topic) == "site.alert_level")
+            .order_by(col(OutboxEvent.id))
+        )
+        return [event.payload for event in (await session.execute(query)).scalars()]
+
+
+async def test_alert_levels_follow_the_instantaneous_load_and_are_recorded_once(
+    runtime: Runtime, client: httpx.AsyncClient, admin: dict[str, str], clock: ManualClock
+) -> None:
+    await set_instant_cap(runtime, 20)
+    south = await gate_token(runtime, SOUTH)
+    parties = [await ticket_of_a_party(client, n) for n in (5, 5, 5, 1, 2, 2)]
+
+    async def enter(index: int) -> None:
+        code = await fresh_code(client, runtime, parties[index][0])
+        assert (await scan(client, SOUTH, south, code, "entry")).status_code == 200
+
+    for index in range(3):  # 15 of 20: 75 %
+        await enter(index)
+    assert (await occupancy(client, admin))["level"] == "green"
+    await enter(3)  # 16: 80 %
+    body = await occupancy(client, admin)
+    assert (body["level"], body["action"]) == (
+        "yellow",
+        "announce the crowding; stop selling the rest of the day",
+    )
+    await enter(4)  # 18: 90 %
+    await enter(5)  # 20: 100 %
+    assert (await occupancy(client, admin))["level"] == "pause"
+    code = await fresh_code(client, runtime, parties[0][0])
+    assert (await scan(client, SOUTH, south, code, "exit")).status_code == 200  # 15: 75 %
+
+    assert [c[:2] for c in await alert_changes(runtime)] == [
+        ("green", "yellow"),
+        ("yellow", "orange"),
+        ("orange", "pause"),
+        ("pause", "green"),
+    ]
+    assert (await alert_changes(runtime))[0][2:4] == (0.8, 0.0021)
+    events = await level_events(runtime)
+    assert [(e["from"], e["to"]) for e in events] == [
+        ("green", "yellow"),
+        ("yellow", "orange"),
+        ("orange", "pause"),
+        ("pause", "green"),
+    ]
+    assert events[2]["action"] == "pause entry until exits make room"
+
+
+async def test_a_site_may_set_its_own_thresholds(
+    runtime: Runtime, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await set_instant_cap(runtime, 10)
+    changed = await client.patch(
+        f"/v1/sites/{YONGHE}",
+        json={"alert_thresholds": {"yellow": 0.5, "orange": 0.6, "red": 0.7, "pause": 1.0}},
+        headers=admin,
+    )
+    assert changed.status_code == 200, changed.text
+    south = await gate_token(runtime, SOUTH)
+    _, code = await ticket_of_a_party(client, 5)
+    assert (await scan(client, SOUTH, south, code, "entry")).status_code == 200
+    assert (await occupancy(client, admin))["level"] == "yellow"
+
+    bad = await client.patch(
+        f"/v1/sites/{YONGHE}",
+        json={"alert_thresholds": {"yellow": 0.9, "orange": 0.6, "red": 0.7, "pause": 1.0}},
+        headers=admin,
+    )
+    assert bad.status_code == 422
+    assert [(e["field"], e["rule"]) for e in bad.json()["errors"]] == [
+        ("alert_thresholds", "rising")
+    ]

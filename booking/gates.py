@@ -32,7 +32,7 @@ from booking.errors import (
     WrongSite,
 )
 from booking.models import AlertChange, OutboxEvent, ReservationStatus, ScanEvent, Site
-from booking.schemas import GateFlow, OccupancyPublic, ScanResult, TicketPublic
+from booking.schemas import GateFlow, LiveSite, OccupancyPublic, ScanResult, TicketPublic
 from booking.sites import Catalog
 from booking.tickets import TicketRefused, TicketSigner
 from capacity.alerts import ACTIONS, DEFAULT_THRESHOLDS, level_for
@@ -399,6 +399,45 @@ class Gates:
             if inside:
                 await self.rebuild_occupancy(SiteDay(site.id, today))
         return no_shows, checked_out
+
+    async def live(self, site_ids: Sequence[str] | None) -> list[LiveSite]:
+        """Every site's (or the named sites') occupancy, level and places left today."""
+        async with self._sessions() as session:
+            sites = [
+                s for s in await repo.all_sites(session) if site_ids is None or s.id in site_ids
+            ]
+        feed = []
+        for site in sites:
+            now = await self.occupancy(site.id)
+            feed.append(
+                LiveSite(
+                    site=site.id,
+                    name=site.name_en,
+                    inside=now.inside,
+                    instant_cap=now.instant_cap,
+                    load=now.load,
+                    entered_today=now.entered_today,
+                    daily_cap=now.daily_cap,
+                    day_load=now.day_load,
+                    level=now.level,
+                    action=now.action,
+                    entries_last_minute=now.entries_last_minute,
+                    exits_last_minute=now.exits_last_minute,
+                    places_left_today=await self._catalog.places_left_today(site),
+                )
+            )
+        return feed
+
+    async def levels(self, site_ids: Sequence[str]) -> dict[str, str]:
+        """Each site's alert level today: a cheap read, polled to push level changes."""
+        async with self._sessions() as session:
+            sites = [s for s in await repo.all_sites(session) if s.id in site_ids]
+        now = self._clock.now()
+        levels = {}
+        for site in sites:
+            site_day = SiteDay(site.id, now.astimezone(zone(site.timezone)).date())
+            levels[site.id] = await self._occupancy.level(site_day) or "green"
+        return levels
 
     async def rebuild_occupancy(self, site_day: SiteDay) -> None:
         """Count the people inside and each gate's flow again from SQL."""

@@ -534,6 +534,24 @@ class OccupancyPublic(BaseModel):
     gates: list[GateFlow]
 
 
+class LiveSite(BaseModel):
+    """One site in the operators' live feed."""
+
+    site: str
+    name: str
+    inside: int
+    instant_cap: int
+    load: float
+    entered_today: int
+    daily_cap: int
+    day_load: float
+    level: str
+    action: str
+    entries_last_minute: int
+    exits_last_minute: int
+    places_left_today: int
+
+
 class AuditEventPublic(BaseModel):
     id: int
     at: datetime

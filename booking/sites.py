@@ -153,6 +153,16 @@ class Catalog:
             closed=False,
         )
 
+    async def places_left_today(self, site: Site) -> int:
+        """Places still for sale today at a site (Redis's count, or SQL's)."""
+        today = self.today(site)
+        async with self._sessions() as session:
+            slots = await repo.slots_of_day(session, site.id, today)
+        if not slots:
+            return 0
+        places = await self._places(site, today, slots)
+        return 0 if places.closed else places.day_left
+
     def today(self, site: Site) -> date:
         return self._clock.now().astimezone(zone(site.timezone)).date()
 

@@ -12,6 +12,7 @@ from service import background, errors
 from service.api import (
     accounts,
     audit,
+    live,
     manage,
     ops,
     outbox,
@@ -70,7 +71,19 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # Every body here is a small JSON object; anything bigger is refused unread (413).
     app.add_middleware(BodyRules, max_bytes=MAX_BODY_BYTES)
     errors.install(app)
-    modules = (sites, manage, accounts, reservations, tickets, tokens, audit, reports, outbox, ops)
+    modules = (
+        sites,
+        manage,
+        accounts,
+        reservations,
+        tickets,
+        live,
+        tokens,
+        audit,
+        reports,
+        outbox,
+        ops,
+    )
     for module in modules:
         app.include_router(module.router)
     return app

@@ -411,6 +411,18 @@ async def admitted_scans(
     return [(row[0], row[1], row[2], row[3]) for row in await session.execute(query)]
 
 
+async def open_holds_by_site(session: AsyncSession, now: datetime) -> dict[str, int]:
+    query = (
+        sa.select(col(Reservation.site_id), sa.func.count())
+        .where(
+            col(Reservation.status) == ReservationStatus.held.value,
+            col(Reservation.hold_expires_at) > now,
+        )
+        .group_by(col(Reservation.site_id))
+    )
+    return {row[0]: int(row[1]) for row in await session.execute(query)}
+
+
 async def due_holds(session: AsyncSession, now: datetime, *, limit: int) -> list[str]:
     query = (
         sa.select(col(Reservation.id))

@@ -391,6 +391,11 @@ class Booking:
 
     # reading -----------------------------------------------------------------------------
 
+    async def open_holds(self) -> dict[str, int]:
+        """Holds waiting for confirmation, per site (for the metrics)."""
+        async with self._sessions() as session:
+            return await repo.open_holds_by_site(session, self._clock.now())
+
     async def get(self, *, owner_id: str, reservation_id: str) -> ReservationPublic:
         async with self._sessions() as session:
             await self._own(session, reservation_id, owner_id)

@@ -23,6 +23,7 @@ from service.api import (
     tokens,
 )
 from service.bodies import BodyRules
+from service.metrics import RequestTimer
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.state.runtime = runtime
     # Every body here is a small JSON object; anything bigger is refused unread (413).
     app.add_middleware(BodyRules, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestTimer)
     errors.install(app)
     modules = (
         sites,

@@ -13,6 +13,7 @@ from pydantic_core import to_jsonable_python
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capacity.errors import TidegateError
+from service.metrics import REFUSALS
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ _PLACES = {"body", "query", "path", "header", "cookie"}
 
 async def _domain(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TidegateError)
+    REFUSALS.labels(error.code).inc()
     return problem(
         status=error.status,
         code=error.code,
@@ -92,6 +94,7 @@ async def _domain(request: Request, error: Exception) -> JSONResponse:
 
 async def _validation(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    REFUSALS.labels("validation-failed").inc()
     errors = field_errors(error.errors())
     first = errors[0] if errors else {"field": "body", "rule": "invalid", "message": "invalid"}
     return problem(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from capacity.errors import CapacityUnavailable
 from service import access
 from service.access import ANYONE
 from service.deps import RuntimeDep
+from service.metrics import refresh
 
 # Probes and scrapers carry no token; nothing here reveals a visitor or a reservation.
 router = access.router(tags=["ops"], dependencies=[Depends(ANYONE)])
@@ -33,6 +37,9 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
+async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics."""
+    # Without Redis the gauges keep their last values; /readyz tells Redis is away.
+    with contextlib.suppress(CapacityUnavailable):
+        await refresh(runtime)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -29,6 +29,7 @@ from service import access
 from service.access import TouristDep
 from service.deps import IdempotencyKeyHeader, RuntimeDep, idempotency
 from service.errors import problem_responses
+from service.metrics import BOOKINGS
 from service.throttling import HOLDS, READS
 
 router = access.router(prefix="/v1/reservations", tags=["reservations"])
@@ -43,9 +44,11 @@ _COMMON = (
 )
 
 
-def _answer(receipt: Receipt, response: Response) -> ReservationPublic:
+def _answer(receipt: Receipt, response: Response, change: str) -> ReservationPublic:
     if receipt.replayed:
         response.headers["Idempotent-Replayed"] = "true"
+    else:
+        BOOKINGS.labels(change).inc()
     return receipt.reservation
 
 
@@ -72,7 +75,7 @@ async def hold_places(
         visitors=body.visitors,
         idempotency=idempotency(runtime, tourist, key, "hold", body),
     )
-    return _answer(receipt, response)
+    return _answer(receipt, response, "held")
 
 
 @router.post(
@@ -94,7 +97,7 @@ async def confirm(
         reservation_id=reservation_id,
         idempotency=idempotency(runtime, tourist, key, f"confirm {reservation_id}"),
     )
-    return _answer(receipt, response)
+    return _answer(receipt, response, "confirmed")
 
 
 @router.post(
@@ -116,7 +119,7 @@ async def cancel(
         reservation_id=reservation_id,
         idempotency=idempotency(runtime, tourist, key, f"cancel {reservation_id}"),
     )
-    return _answer(receipt, response)
+    return _answer(receipt, response, "cancelled")
 
 
 @router.get("", response_model=list[ReservationPublic], responses=problem_responses(Unauthorized))

@@ -32,14 +32,21 @@ from booking.errors import (
     WrongSite,
 )
 from booking.models import AlertChange, OutboxEvent, ReservationStatus, ScanEvent, Site
-from booking.schemas import GateFlow, LiveSite, OccupancyPublic, ScanResult, TicketPublic
+from booking.schemas import (
+    CurvePoint,
+    GateFlow,
+    LiveSite,
+    OccupancyPublic,
+    ScanResult,
+    TicketPublic,
+)
 from booking.sites import Catalog
 from booking.tickets import TicketRefused, TicketSigner
 from capacity.alerts import ACTIONS, DEFAULT_THRESHOLDS, level_for
 from capacity.clock import Clock
 from capacity.errors import CapacityUnavailable
 from capacity.keys import SiteDay
-from capacity.occupancy import Count, NotCounted, Occupancy, SiteFull
+from capacity.occupancy import Count, Flow, NotCounted, Occupancy, SiteFull
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +342,7 @@ class Gates:
             entries_last_minute=sum(g.entries_last_minute for g in per_gate),
             exits_last_minute=sum(g.exits_last_minute for g in per_gate),
             gates=per_gate,
+            curve=_curve(site, site_day, flow, now),
         )
 
     async def end_of_day(self, *, limit: int = 500) -> tuple[int, int]:
@@ -499,3 +507,32 @@ def _loads(site: Site, inside: int, entered: int) -> tuple[float, float]:
         inside / site.instant_cap if site.instant_cap else 0.0,
         entered / site.daily_cap if site.daily_cap else 0.0,
     )
+
+
+CURVE_STEP_MINUTES = 15
+
+
+def _curve(site: Site, site_day: SiteDay, flow: Flow, now: datetime) -> list[CurvePoint]:
+    """People inside at every quarter hour of the day so far, from the gates' flows."""
+    opens = site.opens.hour * 60 + site.opens.minute
+    here = now.astimezone(zone(site.timezone))
+    today = here.date() == site_day.visit_date
+    until = here.hour * 60 + here.minute if today else 24 * 60 - 1
+    balance = sorted(
+        (minute, sum(v[0] - v[1] for v in gates.values()))
+        for minute, gates in flow.by_minute.items()
+    )
+    points = []
+    inside = index = 0
+    start = opens - opens % CURVE_STEP_MINUTES
+    for minute in range(start, until + 1, CURVE_STEP_MINUTES):
+        while index < len(balance) and balance[index][0] < minute:
+            inside += balance[index][1]
+            index += 1
+        at = local(site, site_day.visit_date, time(minute // 60, minute % 60))
+        points.append(CurvePoint(at=at, inside=max(inside, 0)))
+    if today and until % CURVE_STEP_MINUTES:
+        # And now, with every scan so far.
+        at = local(site, site_day.visit_date, time(until // 60, until % 60))
+        points.append(CurvePoint(at=at, inside=max(sum(b for _, b in balance), 0)))
+    return points

@@ -516,6 +516,11 @@ class GateFlow(BaseModel):
     exits_last_minute: int
 
 
+class CurvePoint(BaseModel):
+    at: datetime
+    inside: int
+
+
 class OccupancyPublic(BaseModel):
     site: str
     at: datetime
@@ -532,6 +537,7 @@ class OccupancyPublic(BaseModel):
     entries_last_minute: int
     exits_last_minute: int
     gates: list[GateFlow]
+    curve: list[CurvePoint]  # people inside every 15 minutes of today, from opening to now
 
 
 class LiveSite(BaseModel):

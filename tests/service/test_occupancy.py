@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, timedelta
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -109,6 +110,10 @@ async def test_entries_and_exits_move_the_count_and_the_gates_flow(
         "exits_last_minute": 2,
     }
     assert body["load"] == 0.002
+    curve: Any = body["curve"]
+    times = ["09:00", "09:15", "09:30", "09:45", "10:00", "10:02"]
+    assert [point["at"][11:16] for point in curve] == times
+    assert [point["inside"] for point in curve] == [0, 0, 0, 0, 0, 3]
 
 
 async def test_at_the_instant_cap_the_gate_holds_visitors_who_keep_their_reservation(

@@ -12,6 +12,7 @@ from service import background, errors
 from service.api import (
     accounts,
     audit,
+    dashboard,
     live,
     manage,
     ops,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         reports,
         outbox,
         ops,
+        dashboard,
     )
     for module in modules:
         app.include_router(module.router)

@@ -6,46 +6,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import visitor
-from tests.service.processes import TIDEGATE, cli, free_port
+from tests.service.processes import cli
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    assert cli(env, "migrate") == "database at head"
-    assert cli(env, "seed", "--demo").startswith("11 demo sites loaded")
-    port = free_port()
-    process = subprocess.Popen(
-        [*TIDEGATE, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "the server did not get ready"
-        time.sleep(0.1)
-    yield url, process
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
-    if process.stderr:
-        process.stderr.close()
 
 
 def embedded_redis_of(server: subprocess.Popen[bytes]) -> list[int]:

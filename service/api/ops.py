@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import sqlalchemy as sa
 from fastapi import Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,13 +28,18 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Ready once counters were rebuilt from SQL and Redis and the database answer."""
-    ready = runtime.ready
+    checks = {"counters": runtime.ready, "redis": True, "database": True}
     try:
         await runtime.redis.ping()
     except Exception:
-        ready = False
-    status = 200 if ready else 503
-    return JSONResponse({"ready": ready}, status_code=status)
+        checks["redis"] = False
+    try:
+        async with runtime.engine.connect() as connection:
+            await connection.execute(sa.text("SELECT 1"))
+    except Exception:
+        checks["database"] = False
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", include_in_schema=False)

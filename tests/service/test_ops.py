@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from capacity.clock import ManualClock
@@ -25,7 +26,7 @@ async def test_readyz_is_true_once_counters_are_built(client: httpx.AsyncClient)
     response = await client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"ready": True}
+    assert response.json() == {"ready": True, "counters": True, "redis": True, "database": True}
 
 
 async def test_readyz_is_false_before_start(client: httpx.AsyncClient, runtime: Runtime) -> None:
@@ -34,7 +35,25 @@ async def test_readyz_is_false_before_start(client: httpx.AsyncClient, runtime: 
     response = await client.get("/readyz")
 
     assert response.status_code == 503
-    assert response.json() == {"ready": False}
+    assert response.json() == {"ready": False, "counters": False, "redis": True, "database": True}
+
+
+class Unreachable:
+    """An engine whose database does not answer."""
+
+    def connect(self) -> None:
+        raise OSError("connection refused")
+
+
+async def test_readyz_is_false_when_the_database_does_not_answer(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "engine", Unreachable())
+
+    response = await client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {"ready": False, "counters": True, "redis": True, "database": False}
 
 
 async def test_sweeper_step_expires_due_holds_and_counts_them(

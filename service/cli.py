@@ -1,13 +1,14 @@
-"""The `tidegate` command: serve, migrate, seed, token."""
+"""The `tidegate` command: serve, migrate, seed, token, simulate."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from service.settings import Settings
@@ -131,3 +132,85 @@ def token_create(
     except InvalidRequest as error:
         raise typer.BadParameter(error.detail, param_hint=f"--{error.field}") from error
     typer.echo(json.dumps(token) if as_json else token["token"])
+
+
+DEMO_SITES = ["yonghe-temple", "temple-of-heaven", "jingshan-park", "beihai-park"]
+
+
+@app.command()
+def simulate(
+    url: Annotated[str, typer.Option(help="The running tidegate")] = "http://127.0.0.1:8000",
+    site: Annotated[
+        list[str] | None, typer.Option(help="A site to visit (repeat; default: four demo sites)")
+    ] = None,
+    tourists: Annotated[int, typer.Option(help="Tourists who book and come")] = 60,
+    seconds: Annotated[float, typer.Option(help="Wall-clock seconds to run")] = 300.0,
+    seed: Annotated[int, typer.Option(help="Random seed (the same day again)")] = 2026,
+) -> None:
+    """Bring a day to life against a running tidegate: tourists book today's slots and come,
+    gates scan them in and out. Run it beside `tidegate serve` on the same data directory
+    (it makes its own staff tokens there) and watch /dashboard; give the server a fast clock
+    (TIDEGATE_CLOCK_SPEED=60) to see a day pass in minutes."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from service.simulate import Simulation, Totals
+
+    sites = site or DEMO_SITES
+    console = Console()
+
+    def table(now: datetime, totals: Totals) -> Table:
+        view = Table(title=f"tidegate simulation · service time {now:%H:%M}")
+        for column in ("booked", "entered", "left", "held at the gate", "refused"):
+            view.add_column(column, justify="right")
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(totals.refused.items())) or "0"
+        view.add_row(
+            str(totals.booked),
+            str(totals.entered),
+            str(totals.left),
+            str(totals.held_at_gate),
+            refused,
+        )
+        return view
+
+    async def run() -> Totals:
+        admin, gates = await _simulation_tokens(sites)
+        console.print(f"Watch it: {url}/dashboard#token={admin}")
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            simulation = Simulation(client, admin_token=admin, gate_tokens=gates, seed=seed)
+            with console.status(f"{tourists} tourists register and book…"):
+                await simulation.prepare(sites, tourists)
+            with Live(console=console, refresh_per_second=4) as live:
+                return await simulation.run(
+                    seconds=seconds, report=lambda now, t: live.update(table(now, t))
+                )
+
+    totals = asyncio.run(run())
+    console.print(f"{totals.booked} visitors booked, {totals.entered} came in, {totals.left} left")
+
+
+async def _simulation_tokens(sites: list[str]) -> tuple[str, dict[str, str]]:
+    """An admin token and one token per gate of the sites, made in this data directory."""
+    from booking import repository
+    from booking.accounts import Accounts
+    from service.runtime import make_engine, make_sessions
+
+    settings = Settings()
+    engine = make_engine(settings.db_url)
+    sessions = make_sessions(engine)
+    accounts = Accounts(sessions=sessions, clock=settings.clock(), token_ttl=settings.token_ttl)
+    try:
+        label = "simulation"
+        admin = await accounts.create_staff_token(role="admin", sites=[], label=label)
+        async with sessions() as session:
+            gates = await repository.gates_of(session, sites)
+        tokens = {
+            gate.id: (
+                await accounts.create_staff_token(role="gate", sites=[], gate=gate.id, label=label)
+            ).token
+            for gate in gates
+        }
+    finally:
+        await engine.dispose()
+    return admin.token, tokens

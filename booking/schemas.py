@@ -170,6 +170,7 @@ class SiteSettings(Strict):
     real_name: bool | None = None
     account_day_limit: int | None = Field(default=None, ge=1, le=100)
     account_hold_limit: int | None = Field(default=None, ge=1, le=100)
+    entry_grace_minutes: int | None = Field(default=None, ge=0, le=240)
     alert_thresholds: AlertThresholds | None = None
 
     @field_validator("closed_weekdays")
@@ -211,6 +212,7 @@ class SiteCreate(SiteSettings):
     real_name: bool = True
     account_day_limit: int = Field(default=3, ge=1, le=100)
     account_hold_limit: int = Field(default=2, ge=1, le=100)
+    entry_grace_minutes: int = Field(default=15, ge=0, le=240)
 
     @field_validator("timezone")
     @classmethod
@@ -409,6 +411,7 @@ class SitePublic(BaseModel):
     real_name: bool
     account_day_limit: int
     account_hold_limit: int
+    entry_grace_minutes: int
     alert_thresholds: dict[str, float] | None = None
     closed_reason: str | None = None
     gates: list[GatePublic]

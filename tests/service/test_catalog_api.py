@@ -236,6 +236,7 @@ async def test_get_site_answers_one_site_with_its_rules(client: httpx.AsyncClien
         "real_name": True,
         "account_day_limit": 3,
         "account_hold_limit": 2,
+        "entry_grace_minutes": 0,
         "alert_thresholds": None,
         "closed_reason": None,
         "today": {"date": "2026-12-01", "open": True, "offered": 40000, "remaining": 40000},

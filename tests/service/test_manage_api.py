@@ -381,6 +381,7 @@ async def test_an_admin_creates_a_site_with_the_defaults(
         "real_name": True,
         "account_day_limit": 3,
         "account_hold_limit": 2,
+        "entry_grace_minutes": 15,
         "alert_thresholds": None,
         "closed_reason": None,
     }

@@ -31,7 +31,15 @@ from booking.errors import (
     WrongGateDirection,
     WrongSite,
 )
-from booking.models import AlertChange, OutboxEvent, ReservationStatus, ScanEvent, Site
+from booking.models import (
+    AlertChange,
+    OutboxEvent,
+    ReservationStatus,
+    SalesStop,
+    ScanEvent,
+    Site,
+)
+from booking.reconcile import Reconciler
 from booking.schemas import (
     CurvePoint,
     GateFlow,
@@ -42,7 +50,7 @@ from booking.schemas import (
 )
 from booking.sites import Catalog
 from booking.tickets import TicketRefused, TicketSigner
-from capacity.alerts import ACTIONS, DEFAULT_THRESHOLDS, level_for
+from capacity.alerts import ACTIONS, DEFAULT_THRESHOLDS, level_for, rank
 from capacity.clock import Clock
 from capacity.errors import CapacityUnavailable
 from capacity.keys import SiteDay
@@ -72,9 +80,11 @@ class Gates:
         catalog: Catalog,
         signer: TicketSigner,
         occupancy: Occupancy,
+        reconciler: Reconciler,
         clock: Clock,
     ) -> None:
         self._occupancy = occupancy
+        self._reconciler = reconciler
         self._sessions = sessions
         self._catalog = catalog
         self._signer = signer
@@ -274,8 +284,20 @@ class Gates:
             day_load=round(loads[1], 4),
             action=ACTIONS[level],
         )
+        stop = rank(level) >= rank("yellow")
         async with self._sessions() as session, session.begin():
             session.add(change)
+            if stop and not await repo.sales_stopped(session, site.id, site_day.visit_date):
+                session.add(
+                    SalesStop(
+                        site_id=site.id,
+                        visit_date=site_day.visit_date,
+                        at=now,
+                        reason=f"alert level {level}",
+                    )
+                )
+            else:
+                stop = False
             session.add(
                 OutboxEvent(
                     at=now,
@@ -293,6 +315,12 @@ class Gates:
                 )
             )
         log.info("alert level of %s: %s -> %s", site.id, change.level_from, level)
+        if stop:
+            # Sales stop for the rest of the day: the day's counters are rebuilt closed.
+            try:
+                await self._reconciler.rebuild(site_day)
+            except CapacityUnavailable:
+                log.warning("sales stop waits for the reconciler: Redis unreachable")
 
     async def occupancy(self, site_id: str) -> OccupancyPublic:
         """People inside a site now, against its instantaneous cap, and each gate's flow."""

@@ -313,3 +313,15 @@ class AlertChange(SQLModel, table=True):
     instant_load: float
     day_load: float
     action: str = Field(max_length=200)
+
+
+class SalesStop(SQLModel, table=True):
+    """A site-day whose sales stopped for the rest of the day, at yellow or above: the
+    counters keep the day closed (the reconciler rebuilds it so)."""
+
+    __tablename__: ClassVar[str] = "sales_stop"
+
+    site_id: str = Field(primary_key=True, max_length=64)
+    visit_date: date = Field(primary_key=True)
+    at: datetime = _instant()
+    reason: str = Field(max_length=200)

@@ -220,6 +220,7 @@ class Reconciler:
             slots = await repo.slots_of_day(session, site.id, site_day.visit_date)
             rows = await repo.active_units(session, site.id, site_day.visit_date)
             owned = await repo.active_owners(session, site.id, site_day.visit_date)
+            stopped = await repo.sales_stopped(session, site.id, site_day.visit_date)
         taken: dict[str, list[int]] = defaultdict(list)
         for row in rows:
             taken[row[0]].append(row[1])
@@ -229,7 +230,11 @@ class Reconciler:
         return DayPlan(
             cap=site.daily_cap,
             opens_at=sales_open_at(site, site_day.visit_date),
-            closed=not is_open_on(site, site_day.visit_date) or site.closed_reason is not None,
+            closed=(
+                not is_open_on(site, site_day.visit_date)
+                or site.closed_reason is not None
+                or stopped
+            ),
             party_max=site.party_size_limit,
             owner_max=site.account_day_limit,
             owners=dict(owners),

@@ -21,6 +21,7 @@ from booking.models import (
     Registration,
     Reservation,
     ReservationStatus,
+    SalesStop,
     ScanEvent,
     Site,
     Slot,
@@ -373,6 +374,10 @@ async def check_out(session: AsyncSession, visitor_ids: Sequence[int], at: datet
         .values(exited_at=at)
     )
     await session.execute(query)
+
+
+async def sales_stopped(session: AsyncSession, site_id: str, visit_date: date) -> bool:
+    return await session.get(SalesStop, (site_id, visit_date)) is not None
 
 
 async def people_inside(session: AsyncSession, site_id: str, visit_date: date) -> int:

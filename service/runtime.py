@@ -129,6 +129,7 @@ class Runtime:
                 catalog=catalog,
                 signer=TicketSigner(*settings.ticket_signing()),
                 occupancy=Occupancy(redis),
+                reconciler=reconciler,
                 clock=clock,
             ),
             management=Management(

@@ -296,6 +296,13 @@ async def test_alert_levels_follow_the_instantaneous_load_and_are_recorded_once(
         "yellow",
         "announce the crowding; stop selling the rest of the day",
     )
+    # Yellow stops selling the rest of the day; other days sell on.
+    late = await hold(client, await new_tourist(client), "yonghe-temple.2026-12-01.1400")
+    assert (late.status_code, late.json()["code"]) == (409, "site-closed")
+    tomorrow = await hold(client, await new_tourist(client), "yonghe-temple.2026-12-02.1400")
+    assert tomorrow.status_code == 201, tomorrow.text
+    site = (await client.get(f"/v1/sites/{YONGHE}")).json()
+    assert site["today"]["open"] is False
     await enter(4)  # 18: 90 %
     await enter(5)  # 20: 100 %
     assert (await occupancy(client, admin))["level"] == "pause"
@@ -343,3 +350,18 @@ async def test_a_site_may_set_its_own_thresholds(
     assert [(e["field"], e["rule"]) for e in bad.json()["errors"]] == [
         ("alert_thresholds", "rising")
     ]
+
+
+async def test_a_sales_stop_outlives_a_redis_restart(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await set_instant_cap(runtime, 4)
+    south = await gate_token(runtime, SOUTH)
+    _, code = await ticket_of_a_party(client, 4)  # 100 %: pause, and sales stop
+    assert (await scan(client, SOUTH, south, code, "entry")).status_code == 200
+
+    await runtime.redis.flushall()
+    await runtime.reconciler.rebuild(TODAY)
+
+    late = await hold(client, await new_tourist(client), "yonghe-temple.2026-12-01.1400")
+    assert (late.status_code, late.json()["code"]) == (409, "site-closed")

@@ -281,7 +281,7 @@ async def test_alert_levels_follow_the_instantaneous_load_and_are_recorded_once(
 ) -> None:
     await set_instant_cap(runtime, 20)
     south = await gate_token(runtime, SOUTH)
-    parties = [await ticket_of_a_party(client, n) for n in (5, 5, 5, 1, 2, 2)]
+    parties = [await ticket_of_a_party(client, n) for n in (5, 5, 5, 1, 2, 1, 1)]
 
     async def enter(index: int) -> None:
         code = await fresh_code(client, runtime, parties[index][0])
@@ -304,26 +304,33 @@ async def test_alert_levels_follow_the_instantaneous_load_and_are_recorded_once(
     site = (await client.get(f"/v1/sites/{YONGHE}")).json()
     assert site["today"]["open"] is False
     await enter(4)  # 18: 90 %
-    await enter(5)  # 20: 100 %
+    assert (await occupancy(client, admin))["level"] == "orange"
+    await enter(5)  # 19: 95 %
+    assert (await occupancy(client, admin))["level"] == "red"
+    await enter(6)  # 20: 100 %
     assert (await occupancy(client, admin))["level"] == "pause"
     code = await fresh_code(client, runtime, parties[0][0])
     assert (await scan(client, SOUTH, south, code, "exit")).status_code == 200  # 15: 75 %
 
-    assert [c[:2] for c in await alert_changes(runtime)] == [
+    changes = await alert_changes(runtime)
+    assert [c[:2] for c in changes] == [
         ("green", "yellow"),
         ("yellow", "orange"),
-        ("orange", "pause"),
+        ("orange", "red"),
+        ("red", "pause"),
         ("pause", "green"),
+    ]
+    assert [c[4] for c in changes] == [
+        "announce the crowding; stop selling the rest of the day",
+        "send visitors to less crowded areas and gates; staff the gates",
+        "limit entry to the flow that exits allow; prepare the emergency plan",
+        "pause entry until exits make room",
+        "normal operation",
     ]
     assert (await alert_changes(runtime))[0][2:4] == (0.8, 0.0021)
     events = await level_events(runtime)
-    assert [(e["from"], e["to"]) for e in events] == [
-        ("green", "yellow"),
-        ("yellow", "orange"),
-        ("orange", "pause"),
-        ("pause", "green"),
-    ]
-    assert events[2]["action"] == "pause entry until exits make room"
+    assert [(e["from"], e["to"]) for e in events] == [c[:2] for c in changes]
+    assert events[3]["action"] == "pause entry until exits make room"
 
 
 async def test_a_site_may_set_its_own_thresholds(

@@ -144,6 +144,9 @@ def simulate(
         list[str] | None, typer.Option(help="A site to visit (repeat; default: four demo sites)")
     ] = None,
     tourists: Annotated[int, typer.Option(help="Tourists who book and come")] = 60,
+    at_release: Annotated[
+        int, typer.Option(help="Tourists who wait for the next release and book in its rush")
+    ] = 20,
     seconds: Annotated[float, typer.Option(help="Wall-clock seconds to run")] = 300.0,
     seed: Annotated[int, typer.Option(help="Random seed (the same day again)")] = 2026,
 ) -> None:
@@ -162,11 +165,13 @@ def simulate(
 
     def table(now: datetime, totals: Totals) -> Table:
         view = Table(title=f"tidegate simulation · service time {now:%H:%M}")
-        for column in ("booked", "entered", "left", "held at the gate", "refused"):
+        columns = ("booked", "at release", "entered", "left", "held at the gate", "refused")
+        for column in columns:
             view.add_column(column, justify="right")
         refused = ", ".join(f"{k} {v}" for k, v in sorted(totals.refused.items())) or "0"
         view.add_row(
             str(totals.booked),
+            str(totals.booked_at_release),
             str(totals.entered),
             str(totals.left),
             str(totals.held_at_gate),
@@ -179,8 +184,10 @@ def simulate(
         console.print(f"Watch it: {url}/dashboard#token={admin}")
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             simulation = Simulation(client, admin_token=admin, gate_tokens=gates, seed=seed)
-            with console.status(f"{tourists} tourists register and book…"):
-                await simulation.prepare(sites, tourists)
+            with console.status(f"{tourists + at_release} tourists register and book…"):
+                await simulation.prepare(sites, tourists, at_release)
+            if simulation.release is not None:
+                console.print(f"next release: {simulation.release[1]} at {simulation.release[0]}")
             with Live(console=console, refresh_per_second=4) as live:
                 return await simulation.run(
                     seconds=seconds, report=lambda now, t: live.update(table(now, t))

@@ -40,6 +40,7 @@ class Visit:
 @dataclass
 class Totals:
     booked: int = 0
+    booked_at_release: int = 0
     entered: int = 0
     left: int = 0
     held_at_gate: int = 0
@@ -64,13 +65,16 @@ class Simulation:
         self._gates: dict[str, dict[str, list[str]]] = {}
         self._stays: dict[str, int] = {}
         self._codes: dict[str, str] = {}
+        self._rush: list[tuple[dict[str, str], str]] = []
+        self.release: tuple[datetime, str] | None = None  # the next release: when, which day
         self._closes: dict[str, time] = {}
         self._outbox_seen = 0
 
     # setting up ----------------------------------------------------------------------------
 
-    async def prepare(self, sites: Sequence[str], tourists: int) -> None:
-        """Register tourists and book today's slots at the given sites."""
+    async def prepare(self, sites: Sequence[str], tourists: int, at_release: int = 0) -> None:
+        """Register tourists and book today's slots at the given sites; `at_release` more
+        tourists wait for the next release of places and all book in its first second."""
         catalog = (await self._client.get("/v1/sites")).json()
         by_id = {site["id"]: site for site in catalog}
         for site_id in sites:
@@ -87,6 +91,26 @@ class Simulation:
         for n in range(tourists):
             tourist = await self._register(f"sim{n}.{run}@example.com")
             await self._book(tourist, sites[n % len(sites)])
+        if at_release:
+            self.release = await self._next_release(sites)
+            for n in range(at_release):
+                tourist = await self._register(f"rush{n}.{run}@example.com")
+                self._rush.append((tourist, sites[n % len(sites)]))
+
+    async def _next_release(self, sites: Sequence[str]) -> tuple[datetime, str] | None:
+        """The next moment a day goes on sale at one of the sites, and that day."""
+        now = await self.service_now(sites[0])
+        found: list[tuple[datetime, str]] = []
+        for site in sites:
+            today = (await self._client.get(f"/v1/sites/{site}")).json()["today"]["date"]
+            for offset in range(1, 15):
+                day = (datetime.fromisoformat(today) + timedelta(days=offset)).date().isoformat()
+                slots = (
+                    await self._client.get(f"/v1/sites/{site}/slots", params={"date": day})
+                ).json()
+                opens = [datetime.fromisoformat(s["sales_open_at"]) for s in slots]
+                found += [(at, day) for at in opens if at > now]
+        return min(found) if found else None
 
     async def _skip_old_codes(self) -> None:
         while True:
@@ -118,12 +142,14 @@ class Simulation:
         verified.raise_for_status()
         return tourist
 
-    async def _book(self, tourist: dict[str, str], site: str) -> None:
-        slots = (await self._client.get(f"/v1/sites/{site}/slots")).json()
+    async def _book(self, tourist: dict[str, str], site: str, day: str | None = None) -> int:
+        """Hold and confirm places for a party; returns how many (0 when refused)."""
+        params = {"date": day} if day else None
+        slots = (await self._client.get(f"/v1/sites/{site}/slots", params=params)).json()
         party = self._random.choice((1, 1, 2, 2, 2, 3, 4))
         open_slots = [s for s in slots if s["on_sale"] and s["remaining"] >= party]
         if not open_slots:
-            return
+            return 0
         slot = self._random.choice(open_slots)
         visitors = [self._visitor() for _ in range(party)]
         held = await self._client.post(
@@ -133,7 +159,7 @@ class Simulation:
         )
         if held.status_code != 201:
             self._count_refusal(held)
-            return
+            return 0
         rid = held.json()["id"]
         (
             await self._client.post(f"/v1/reservations/{rid}/confirm", headers=tourist)
@@ -145,6 +171,7 @@ class Simulation:
         minutes = max(self._random.gauss(average, average / 4), 10)
         self.visits.append(Visit(site, rid, tourist, party, arrive, timedelta(minutes=minutes)))
         self.totals.booked += party
+        return party
 
     def _visitor(self) -> dict[str, str]:
         born = datetime(1950, 1, 1) + timedelta(days=self._random.randrange(60 * 365))
@@ -159,7 +186,13 @@ class Simulation:
         return datetime.fromisoformat(answer.json()["at"])
 
     async def step(self, now: datetime) -> None:
-        """Let in every party whose time has come, and out every one whose stay is over."""
+        """Let in every party whose time has come, and out every one whose stay is over; at
+        the release, the waiting tourists all book at once."""
+        if self._rush and self.release is not None and now >= self.release[0]:
+            rush, self._rush = self._rush, []
+            day = self.release[1]
+            booked = await asyncio.gather(*(self._book(t, site, day) for t, site in rush))
+            self.totals.booked_at_release += sum(booked)
         for visit in self.visits:
             if visit.state == "booked" and visit.arrive_at <= now:
                 if await self._pass(visit, "entry"):

@@ -448,6 +448,7 @@ class Gates:
             feed.append(
                 LiveSite(
                     site=site.id,
+                    date=now.at.astimezone(zone(site.timezone)).date(),
                     name=site.name_en,
                     inside=now.inside,
                     instant_cap=now.instant_cap,
@@ -464,16 +465,9 @@ class Gates:
             )
         return feed
 
-    async def levels(self, site_ids: Sequence[str]) -> dict[str, str]:
-        """Each site's alert level today: a cheap read, polled to push level changes."""
-        async with self._sessions() as session:
-            sites = [s for s in await repo.all_sites(session) if s.id in site_ids]
-        now = self._clock.now()
-        levels = {}
-        for site in sites:
-            site_day = SiteDay(site.id, now.astimezone(zone(site.timezone)).date())
-            levels[site.id] = await self._occupancy.level(site_day) or "green"
-        return levels
+    async def levels(self, site_days: Sequence[SiteDay]) -> dict[str, str]:
+        """Each site-day's alert level: Redis reads only, polled to push level changes."""
+        return {d.site: await self._occupancy.level(d) or "green" for d in site_days}
 
     async def rebuild_occupancy(self, site_day: SiteDay) -> None:
         """Count the people inside and each gate's flow again from SQL."""

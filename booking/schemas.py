@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -124,6 +124,19 @@ LongName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
+_Patch = TypeVar("_Patch", bound=BaseModel)
+
+
+def _a_change(patch: _Patch, *, nullable: frozenset[str] | set[str] = frozenset()) -> _Patch:
+    """A PATCH names at least one field, and sets none of the others to null."""
+    if not patch.model_fields_set:
+        raise PydanticCustomError("not-empty", "name at least one field to change")
+    for name in patch.model_fields_set - set(nullable):
+        if getattr(patch, name) is None:
+            raise PydanticCustomError("not-null", f"{name} cannot be null")
+    return patch
+
+
 def _distinct(days: list[int] | None) -> list[int] | None:
     if days is None:
         return None
@@ -182,12 +195,7 @@ class SiteSettings(Strict):
 class SitePatch(SiteSettings):
     @model_validator(mode="after")
     def _something(self) -> SitePatch:
-        if not self.model_fields_set:
-            raise PydanticCustomError("not-empty", "name at least one field to change")
-        for name in self.model_fields_set:
-            if getattr(self, name) is None:
-                raise PydanticCustomError("not-null", f"{name} cannot be null")
-        return self
+        return _a_change(self)
 
 
 class SiteCreate(SiteSettings):
@@ -236,12 +244,7 @@ class GateSettings(Strict):
 class GatePatch(GateSettings):
     @model_validator(mode="after")
     def _something(self) -> GatePatch:
-        if not self.model_fields_set:
-            raise PydanticCustomError("not-empty", "name at least one field to change")
-        for name in self.model_fields_set:
-            if getattr(self, name) is None:
-                raise PydanticCustomError("not-null", f"{name} cannot be null")
-        return self
+        return _a_change(self)
 
 
 class GateCreate(GateSettings):
@@ -282,12 +285,8 @@ class TemplateCreate(TemplateSettings):
 class TemplatePatch(TemplateSettings):
     @model_validator(mode="after")
     def _something(self) -> TemplatePatch:
-        if not self.model_fields_set:
-            raise PydanticCustomError("not-empty", "name at least one field to change")
-        for name in self.model_fields_set - {"repeat_minutes"}:
-            if getattr(self, name) is None:
-                raise PydanticCustomError("not-null", f"{name} cannot be null")
-        return self
+        # A template may become one window again: repeat_minutes null is a change.
+        return _a_change(self, nullable={"repeat_minutes"})
 
 
 class TemplatePublic(BaseModel):
@@ -547,6 +546,7 @@ class LiveSite(BaseModel):
     """One site in the operators' live feed."""
 
     site: str
+    date: date  # the site's today
     name: str
     inside: int
     instant_cap: int

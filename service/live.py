@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, Sequence
 
+from capacity.keys import SiteDay
 from service.runtime import Runtime
 
 
@@ -26,6 +27,7 @@ async def live_events(
         feed = await runtime.gates.live(site_ids)
         changed = [s for s in feed if levels and levels.get(s.site) != s.level]
         levels = {s.site: s.level for s in feed}
+        days = [SiteDay(s.site, s.date) for s in feed]
         event = "level" if changed else "occupancy"
         yield {
             "event": event,
@@ -38,5 +40,5 @@ async def live_events(
         while waited < interval:
             await asyncio.sleep(tick)
             waited += tick
-            if await runtime.gates.levels(list(levels)) != levels:
+            if await runtime.gates.levels(days) != levels:
                 break

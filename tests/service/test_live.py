@@ -41,6 +41,7 @@ async def test_the_feed_streams_every_site_as_server_sent_events(
     yonghe = next(s for s in sites if s["site"] == YONGHE)
     assert yonghe == {
         "site": YONGHE,
+        "date": "2026-12-01",
         "name": "Yonghe Temple (Lama Temple)",
         "inside": 0,
         "instant_cap": 1500,

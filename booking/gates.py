@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
 from booking.catalog import local, zone
+from booking.crowd import Crowd
 from booking.errors import (
     AlreadyEntered,
     NotConfirmed,
@@ -33,6 +34,7 @@ from booking.errors import (
 )
 from booking.models import (
     AlertChange,
+    Gate,
     OutboxEvent,
     ReservationStatus,
     SalesStop,
@@ -42,6 +44,7 @@ from booking.models import (
 from booking.reconcile import Reconciler
 from booking.schemas import (
     CurvePoint,
+    GateAdvice,
     GateFlow,
     LiveSite,
     OccupancyPublic,
@@ -55,6 +58,7 @@ from capacity.clock import Clock
 from capacity.errors import CapacityUnavailable
 from capacity.keys import SiteDay
 from capacity.occupancy import Count, Flow, NotCounted, Occupancy, SiteFull
+from capacity.suggest import Place
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +84,12 @@ class Gates:
         catalog: Catalog,
         signer: TicketSigner,
         occupancy: Occupancy,
+        crowd: Crowd,
         reconciler: Reconciler,
         clock: Clock,
     ) -> None:
         self._occupancy = occupancy
+        self._crowd = crowd
         self._reconciler = reconciler
         self._sessions = sessions
         self._catalog = catalog
@@ -97,6 +103,7 @@ class Gates:
             if reservation is None:
                 raise NotFound(f"no reservation {reservation_id}")
             site = await repo.get_site(session, reservation.site_id)
+            gates = await repo.gates_of(session, [reservation.site_id])
         assert site is not None
         if reservation.status not in ADMISSIBLE:
             raise NotConfirmed(f"a {reservation.status} reservation has no entry ticket")
@@ -112,6 +119,7 @@ class Gates:
             site=site.id,
             entry_from=window[0],
             entry_until=window[1],
+            suggested_gate=await self._suggested_gate(site, gates),
         )
 
     async def scan(self, scan: Scan) -> ScanResult:
@@ -341,6 +349,10 @@ class Gates:
         flow = await self._occupancy.flow(site_day)
         # The last whole minute: the current one is still filling.
         last = _minute(now, site) - 1
+        curve = _curve(site, site_day, flow, now)
+        forecast, error = await self._crowd.beside(
+            site, site_day.visit_date, [(point.at, point.inside) for point in curve]
+        )
         per_gate = []
         for gate in gates:
             today = [f.get(gate.id, (0, 0)) for f in flow.by_minute.values()]
@@ -370,8 +382,17 @@ class Gates:
             entries_last_minute=sum(g.entries_last_minute for g in per_gate),
             exits_last_minute=sum(g.exits_last_minute for g in per_gate),
             gates=per_gate,
-            curve=_curve(site, site_day, flow, now),
+            curve=curve,
+            forecast=forecast,
+            forecast_error=error,
+            suggested_gate=await self._suggested_gate(site, gates),
         )
+
+    async def _suggested_gate(self, site: Site, gates: Sequence[Gate]) -> GateAdvice | None:
+        try:
+            return await self._crowd.suggested_gate(site, gates)
+        except CapacityUnavailable:
+            return None
 
     async def end_of_day(self, *, limit: int = 500) -> tuple[int, int]:
         """After a site's last entry time, its unused confirmed reservations become no-shows;
@@ -442,6 +463,9 @@ class Gates:
             sites = [
                 s for s in await repo.all_sites(session) if site_ids is None or s.id in site_ids
             ]
+        return await self._with_redirects(await self._feed(sites))
+
+    async def _feed(self, sites: Sequence[Site]) -> list[LiveSite]:
         feed = []
         for site in sites:
             now = await self.occupancy(site.id)
@@ -464,6 +488,39 @@ class Gates:
                 )
             )
         return feed
+
+    async def _with_redirects(self, feed: list[LiveSite]) -> list[LiveSite]:
+        """From yellow up, each crowded site names where to send people instead: all sites
+        are compared, not only those the feed was asked for."""
+        if all(rank(s.level) < rank("yellow") for s in feed):
+            return feed
+        everywhere = {s.site: s for s in feed}
+        records = {s.id: s for s in await self._all_sites()}
+        missing = [site for site in records.values() if site.id not in everywhere]
+        everywhere.update({s.site: s for s in await self._feed(missing)})
+        places = [
+            Place(
+                site=s.site,
+                name=s.name,
+                kind=records[s.site].kind,
+                lat=records[s.site].lat,
+                lon=records[s.site].lon,
+                load=s.load,
+                level=s.level,
+                places_left_today=s.places_left_today,
+            )
+            for s in everywhere.values()
+            if s.site in records
+        ]
+        return [
+            s.model_copy(update={"send_to": await self._crowd.redirects(s.site, places)})
+            if rank(s.level) >= rank("yellow")
+            else s
+            for s in feed
+        ]
+
+    async def _all_sites(self) -> list[Site]:
+        return list((await self._crowd.sites()).values())
 
     async def levels(self, site_days: Sequence[SiteDay]) -> dict[str, str]:
         """Each site-day's alert level: Redis reads only, polled to push level changes."""

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
 from booking.catalog import generate_slots, minute_of_day, parse_slot_id, zone
+from booking.crowd import Crowd
 from booking.errors import Conflict, InvalidRequest, NotFound
 from booking.models import (
     AuditEvent,
@@ -30,6 +31,7 @@ from booking.models import (
 )
 from booking.reconcile import Reconciler
 from booking.schemas import (
+    CapacityPlanPublic,
     ClosureResult,
     GateCreate,
     GatePatch,
@@ -73,12 +75,14 @@ class Management:
         sessions: async_sessionmaker[AsyncSession],
         counters: Counters,
         catalog: Catalog,
+        crowd: Crowd,
         reconciler: Reconciler,
         clock: Clock,
     ) -> None:
         self._sessions = sessions
         self._counters = counters
         self._catalog = catalog
+        self._crowd = crowd
         self._reconciler = reconciler
         self._clock = clock
 
@@ -114,6 +118,47 @@ class Management:
             made = await self._catalog.ensure_slots(site_ids=[site_id])
         if made or COUNTED & changes.keys():
             await self._recount(await self._days_from_today(site))
+
+    async def apply_capacity_plan(
+        self, plan: CapacityPlanPublic, zones: list[dict[str, Any]], *, actor: str
+    ) -> None:
+        """A capacity plan becomes the site's caps, its templates' capacities and those of its
+        slots from today on, in one audited transaction; then the counters are rebuilt.
+        Lowering a cap cancels nobody: sales stop until cancellations make room."""
+        quotas = {quota.template_id: quota.quota for quota in plan.slot_quotas}
+        by_start = {quota.start: quota.quota for quota in plan.slot_quotas}
+        async with self._sessions() as session, session.begin():
+            site = await self._site(session, plan.site)
+            before: dict[str, Any] = {
+                "instant_cap": site.instant_cap,
+                "daily_cap": site.daily_cap,
+                "average_stay_minutes": site.average_stay_minutes,
+            }
+            site.instant_cap = plan.instant_cap
+            site.daily_cap = plan.daily_cap
+            site.average_stay_minutes = plan.average_stay_minutes
+            _check_hours(site)
+            templates = await repo.templates_of(session, site.id)
+            before["templates"] = {str(t.id): t.capacity for t in templates}
+            for template in templates:
+                template.capacity = quotas.get(template.id or 0, template.capacity)
+            changed = 0
+            for slot in await repo.slots_from(session, site.id, self._today(site)):
+                quota = by_start.get(slot.start)
+                if quota is not None and quota != slot.capacity:
+                    slot.capacity = quota
+                    changed += 1
+            after = {
+                "instant_cap": plan.instant_cap,
+                "daily_cap": plan.daily_cap,
+                "average_stay_minutes": plan.average_stay_minutes,
+                "templates": {str(t.id): t.capacity for t in templates},
+                "slots_changed": changed,
+                "zones": zones,
+            }
+            await self._audit(session, actor, "site.capacity_plan", site.id, site.id, before, after)
+        self._catalog.forget_rules(site.id)
+        await self._recount(await self._days_from_today(site))
 
     # gates -------------------------------------------------------------------------------
 
@@ -386,8 +431,8 @@ class Management:
         if not due:
             return 0, 0
         offers = {
-            reservation.id: await self._catalog.rehoming(
-                reservation.slot_id, party=reservation.party_size, now=now
+            reservation.id: await self._crowd.instead_of(
+                reservation.slot_id, party=reservation.party_size, fresh=True
             )
             for reservation in due
         }

@@ -574,3 +574,41 @@ async def places_offered(
         .group_by(col(Slot.visit_date))
     )
     return {row[0]: int(row[1]) for row in await session.execute(query)}
+
+
+async def expected_by_slot(session: AsyncSession, site_id: str, visit_date: date) -> dict[str, int]:
+    """People expected per slot of a site-day: those holding places and those already gone."""
+    statuses = [*(s.value for s in ACTIVE_STATUSES), ReservationStatus.completed.value]
+    query = (
+        sa.select(col(Reservation.slot_id), sa.func.sum(col(Reservation.party_size)))
+        .where(
+            col(Reservation.site_id) == site_id,
+            col(Reservation.visit_date) == visit_date,
+            col(Reservation.status).in_(statuses),
+        )
+        .group_by(col(Reservation.slot_id))
+    )
+    return {row[0]: int(row[1]) for row in await session.execute(query)}
+
+
+async def observed_stays(
+    session: AsyncSession, site_id: str, since: date, *, limit: int
+) -> list[int]:
+    """Minutes between entry and exit of the most recent visitors who left through a gate
+    (not those checked out at closing, whose exit time is the closing time)."""
+    query = (
+        sa.select(col(Visitor.entered_at), col(Visitor.exited_at))
+        .where(
+            col(Visitor.site_id) == site_id,
+            col(Visitor.visit_date) >= since,
+            col(Visitor.entered_at).is_not(None),
+            col(Visitor.exit_gate).is_not(None),
+        )
+        .order_by(col(Visitor.visit_date).desc())
+        .limit(limit)
+    )
+    return [
+        int((row[1] - row[0]).total_seconds() // 60)
+        for row in await session.execute(query)
+        if row[0] is not None and row[1] is not None
+    ]

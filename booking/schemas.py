@@ -441,11 +441,18 @@ class VisitorPublic(BaseModel):
 
 
 class Alternative(BaseModel):
+    """Another visit a party could make: a suggestion, a sold-out answer's offer, or what a
+    closure offers instead. (Offers stored before the crowd forecast lack its four fields.)"""
+
     site: str
     slot_id: str
     start: datetime
     end: datetime
     remaining: int
+    comfort: str | None = None  # comfortable, moderate, busy, crowded (forecast)
+    load: float | None = None  # forecast people inside / instantaneous cap
+    distance_km: float | None = None
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -487,6 +494,7 @@ class TicketPublic(BaseModel):
     site: str
     entry_from: datetime
     entry_until: datetime
+    suggested_gate: GateAdvice | None = None  # the entry gate with the most room now
 
 
 class ScanRequest(Strict):
@@ -540,6 +548,10 @@ class OccupancyPublic(BaseModel):
     exits_last_minute: int
     gates: list[GateFlow]
     curve: list[CurvePoint]  # people inside every 15 minutes of today, from opening to now
+    # The forecast for the whole day beside the counted curve, and how far off it was so far.
+    forecast: list[ForecastPoint]
+    forecast_error: ForecastError
+    suggested_gate: GateAdvice | None  # where a party arriving now gets in soonest
 
 
 class LiveSite(BaseModel):
@@ -559,6 +571,8 @@ class LiveSite(BaseModel):
     entries_last_minute: int
     exits_last_minute: int
     places_left_today: int
+    # From yellow up: nearby calmer sites to send people to instead.
+    send_to: list[Redirect] = Field(default_factory=list)
 
 
 class AuditEventPublic(BaseModel):
@@ -584,3 +598,134 @@ class DayReport(BaseModel):
     expired: int
     entered: int
     no_show: int
+
+
+class SuggestionsPublic(BaseModel):
+    """Ranked alternatives to a wanted visit, best first."""
+
+    site: str
+    date: date
+    time: time
+    party: int
+    wanted_slot_id: str | None  # the slot covering the wanted time, if any
+    wanted_remaining: int | None
+    wanted_comfort: str | None
+    suggestions: list[Alternative]
+
+
+class StayPublic(BaseModel):
+    source: Literal["learned", "configured"]
+    pairs: int  # entry/exit scan pairs it was learned from
+    mean_minutes: float
+
+
+class ForecastQuarter(BaseModel):
+    start: datetime
+    end: datetime
+    arrivals: float
+    exits: float
+    inside: float  # at the quarter's end
+    load: float  # inside / instantaneous cap
+
+
+class ForecastPublic(BaseModel):
+    site: str
+    date: date
+    instant_cap: int
+    expected_visitors: int
+    stay: StayPublic
+    peak_inside: float
+    peak_at: datetime | None
+    quarters: list[ForecastQuarter]
+
+
+class ForecastPoint(BaseModel):
+    at: datetime
+    inside: float
+
+
+class ForecastError(BaseModel):
+    """How far the forecast was from the people counted inside, over today's quarters so far."""
+
+    points: int
+    mean_abs: float
+    max_abs: float
+    mean_abs_share: float  # mean absolute error / instantaneous cap
+
+
+class GateAdvice(BaseModel):
+    gate: str
+    name: str
+    load: float  # entries over the last minutes / what the gate passes
+
+
+class Redirect(BaseModel):
+    """A nearby site to send people to while this one is crowded."""
+
+    site: str
+    name: str
+    distance_km: float
+    load: float
+    comfort: str
+    places_left_today: int
+
+
+class BestTime(BaseModel):
+    slot_id: str
+    start: datetime
+    end: datetime
+    remaining: int
+    load: float
+    comfort: str
+
+
+class CrowdSite(BaseModel):
+    """One site on a city's crowd map."""
+
+    site: str
+    name: str
+    name_zh: str
+    kind: str
+    lat: float
+    lon: float
+    date: date
+    inside: int
+    instant_cap: int
+    load: float
+    comfort: str
+    level: str
+    places_left_today: int
+    best_times: list[BestTime]
+    suggested_gate: str | None
+
+
+class ZoneIn(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    area_m2: float = Field(gt=0, le=10_000_000)
+    m2_per_person: float = Field(ge=0.1, le=1000)
+
+
+class CapacityPlanRequest(Strict):
+    zones: list[ZoneIn] = Field(min_length=1, max_length=200)
+    average_stay_minutes: int = Field(ge=10, le=1440)
+    apply: bool = False
+
+
+class SlotQuota(BaseModel):
+    template_id: int
+    label: str
+    start: time
+    end: time
+    quota: int
+
+
+class CapacityPlanPublic(BaseModel):
+    site: str
+    instant_cap: int
+    daily_cap: int
+    open_minutes: int
+    average_stay_minutes: int
+    arrivals_per_minute: float
+    slot_quotas: list[SlotQuota]
+    peak_forecast_inside: float  # people inside at the busiest moment if every quota sells
+    applied: bool

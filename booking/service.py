@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
 from booking.catalog import SlotRef, parse_slot_id
+from booking.crowd import Crowd
 from booking.errors import (
     HoldExpired,
     IdempotencyKeyReused,
@@ -70,6 +71,7 @@ class Booking:
         sessions: async_sessionmaker[AsyncSession],
         counters: Counters,
         catalog: Catalog,
+        crowd: Crowd,
         reconciler: Reconciler,
         clock: Clock,
         hasher: IdHasher,
@@ -82,6 +84,7 @@ class Booking:
         self._sessions = sessions
         self._counters = counters
         self._catalog = catalog
+        self._crowd = crowd
         self._reconciler = reconciler
         self._clock = clock
         self._hasher = hasher
@@ -257,9 +260,9 @@ class Booking:
             error.detail = f"on sale from {opens.isoformat()} until {closes.isoformat()}"
             raise
         except SoldOut as error:
-            error.extra["alternatives"] = await self._catalog.alternatives(
-                ref, party=party, now=now
-            )
+            # The same ranking as GET /v1/suggestions, shared by a rush's refusals.
+            offers = await self._crowd.instead_of(ref.id, party=party)
+            error.extra["alternatives"] = [offer.as_dict() for offer in offers]
             raise
 
     async def _give_back(

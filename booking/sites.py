@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
 from booking.catalog import (
-    SlotRef,
     generate_slots,
     horizon_dates,
     local,
@@ -26,7 +24,6 @@ from booking.catalog import (
 from booking.errors import NotFound
 from booking.models import AuditEvent, Gate, Site, Slot, SlotStatus
 from booking.schemas import (
-    Alternative,
     AuditEventPublic,
     DayLoadPublic,
     GatePublic,
@@ -37,24 +34,17 @@ from capacity.clock import Clock
 from capacity.counters import Counters, DayLoad
 from capacity.errors import CapacityUnavailable
 from capacity.keys import SiteDay
+from capacity.suggest import great_circle_km
 
 log = logging.getLogger(__name__)
 
-ALTERNATIVES = 3
 LOAD_TTL_SECONDS = 0.5
 RULES_TTL_SECONDS = 5.0
-REHOMING_DAYS = 7
-NEARBY_KM = 10.0
 
 
 def distance_km(a: Site, b: Site) -> float:
     """Great-circle distance between two sites."""
-    lat1, lon1, lat2, lon2 = map(math.radians, (a.lat, a.lon, b.lat, b.lon))
-    h = (
-        math.sin((lat2 - lat1) / 2) ** 2
-        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    )
-    return 2 * 6371.0 * math.asin(math.sqrt(h))
+    return great_circle_km(a.lat, a.lon, b.lat, b.lon)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,91 +248,7 @@ class Catalog:
         async with self._sessions() as session:
             return await repo.get_slot(session, slot_id) is not None
 
-    async def alternatives(
-        self, ref: SlotRef, *, party: int, now: datetime
-    ) -> list[dict[str, object]]:
-        """The nearest slots of the same site-day that still have room for the whole party.
-
-        Suggestions, not promises: the day's load is read at most every half second per
-        site-day, so a sell-out rush answers thousands of refusals from one Redis read.
-        """
-        load = await self._recent_load(ref.site_day)
-        if load is None:
-            return []
-        wanted = await self.slot_times(ref.id)
-        candidates = []
-        for key in load.slots:
-            if key == ref.key or load.left_in(key) < party or not load.on_sale(key, now):
-                continue
-            slot_id = SlotRef(ref.site_day, key).id
-            start, end = await self.slot_times(slot_id)
-            distance = abs((start - wanted[0]).total_seconds())
-            candidates.append((distance, start, slot_id, end, load.left_in(key)))
-        candidates.sort()
-        return [
-            Alternative(
-                site=ref.site_day.site, slot_id=slot_id, start=start, end=end, remaining=left
-            ).as_dict()
-            for _, start, slot_id, end, left in candidates[:ALTERNATIVES]
-        ]
-
-    async def rehoming(self, slot_id: str, *, party: int, now: datetime) -> list[Alternative]:
-        """Where a party whose slot was closed can go instead, best first: another slot of the
-        same day, then the same time on one of the next days, then a nearby site of the same
-        kind on the same day. Only slots on sale now, open, with room for the whole party."""
-        ref = parse_slot_id(slot_id)
-        if ref is None:
-            return []
-        async with self._sessions() as session:
-            site = await repo.get_site(session, ref.site_day.site)
-            others = [s for s in await repo.all_sites(session) if site and s.id != site.id]
-        if site is None:
-            return []
-        wanted_start, _ = await self.slot_times(slot_id)
-        wanted_minute = wanted_start.hour * 60 + wanted_start.minute
-        visit_date = ref.site_day.visit_date
-        places: list[tuple[int, SiteDay, float]] = [
-            (0 if offset == 0 else 1, SiteDay(site.id, visit_date + timedelta(days=offset)), 0.0)
-            for offset in range(REHOMING_DAYS + 1)
-        ]
-        places += [
-            (2, SiteDay(other.id, visit_date), distance_km(site, other))
-            for other in others
-            if other.kind == site.kind and distance_km(site, other) <= NEARBY_KM
-        ]
-        ranked = []
-        for tier, site_day, km in places:
-            try:
-                load = await self._counters.load(site_day)
-            except CapacityUnavailable:
-                return []
-            if load is None:
-                continue
-            for key in load.slots:
-                candidate = SlotRef(site_day, key)
-                if candidate.id == slot_id:
-                    continue
-                if load.left_in(key) < party or not load.on_sale(key, now):
-                    continue
-                start, end = await self.slot_times(candidate.id)
-                minutes = abs(start.hour * 60 + start.minute - wanted_minute)
-                days = (site_day.visit_date - visit_date).days
-                ranked.append(
-                    (
-                        (tier, days, minutes, km, candidate.id),
-                        Alternative(
-                            site=site_day.site,
-                            slot_id=candidate.id,
-                            start=start,
-                            end=end,
-                            remaining=load.left_in(key),
-                        ),
-                    )
-                )
-        ranked.sort(key=lambda item: item[0])
-        return [alternative for _, alternative in ranked[:ALTERNATIVES]]
-
-    async def _recent_load(self, site_day: SiteDay) -> DayLoad | None:
+    async def recent_load(self, site_day: SiteDay) -> DayLoad | None:
         now = time.monotonic()
         cached = self._loads.get(site_day)
         if cached is not None and cached[0] > now:

@@ -12,6 +12,7 @@ from service import background, errors
 from service.api import (
     accounts,
     audit,
+    crowd,
     dashboard,
     live,
     manage,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         accounts,
         reservations,
         tickets,
+        crowd,
         live,
         tokens,
         audit,

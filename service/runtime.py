@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from booking.accounts import Accounts
+from booking.crowd import Crowd
 from booking.gates import Gates
 from booking.ids import IdHasher
 from booking.ledger import HoldLedger
@@ -72,6 +73,7 @@ class Runtime:
     reconciler: Reconciler
     booking: Booking
     management: Management
+    crowd: Crowd
     gates: Gates
     accounts: Accounts
     hasher: IdHasher
@@ -102,10 +104,13 @@ class Runtime:
         )
         hasher = IdHasher(settings.id_key())
         ledger = HoldLedger(engine)
+        occupancy = Occupancy(redis)
+        crowd = Crowd(sessions=sessions, catalog=catalog, occupancy=occupancy, clock=clock)
         booking = Booking(
             sessions=sessions,
             counters=counters,
             catalog=catalog,
+            crowd=crowd,
             reconciler=reconciler,
             clock=clock,
             hasher=hasher,
@@ -128,14 +133,17 @@ class Runtime:
                 sessions=sessions,
                 catalog=catalog,
                 signer=TicketSigner(*settings.ticket_signing()),
-                occupancy=Occupancy(redis),
+                occupancy=occupancy,
+                crowd=crowd,
                 reconciler=reconciler,
                 clock=clock,
             ),
+            crowd=crowd,
             management=Management(
                 sessions=sessions,
                 counters=counters,
                 catalog=catalog,
+                crowd=crowd,
                 reconciler=reconciler,
                 clock=clock,
             ),

@@ -48,6 +48,12 @@ function render(sites) {
     el.querySelector(".name").textContent = site.name;
     el.querySelector(".level").textContent = site.level;
     el.querySelector(".action").textContent = site.action;
+    const sendTo = el.querySelector(".send-to");
+    const places = site.send_to || [];
+    sendTo.hidden = places.length === 0;
+    sendTo.textContent = places.length
+      ? "Send visitors to: " + places.map((p) => `${p.name} (${p.distance_km} km, ${p.comfort})`).join(", ")
+      : "";
     el.querySelector(".inside").textContent = site.inside;
     el.querySelector(".instant-cap").textContent = site.instant_cap;
     el.querySelector(".entered").textContent = site.entered_today;
@@ -75,22 +81,35 @@ async function detail() {
   const now = await answer.json();
   document.getElementById("detail").hidden = false;
   document.getElementById("detail-name").textContent = `${selected}: ${now.inside} inside`;
-  drawCurve(now.curve, now.instant_cap);
+  drawCurve(now.curve, now.forecast, now.instant_cap);
+  const error = now.forecast_error;
+  document.getElementById("forecast-error").textContent = error.points
+    ? `forecast off by ${error.mean_abs} people on average (${(error.mean_abs_share * 100).toFixed(1)}% of the cap) over ${error.points} quarter hours`
+    : "";
+  document.getElementById("suggested-gate").textContent = now.suggested_gate
+    ? `Send arriving visitors to ${now.suggested_gate.name}`
+    : "";
   const rows = now.gates.map((g) =>
     `<tr><td>${g.gate}</td><td>${g.entries_today}</td><td>${g.exits_today}</td>` +
     `<td>${g.entries_last_minute}</td><td>${g.exits_last_minute}</td></tr>`);
   document.querySelector("#gates tbody").innerHTML = rows.join("");
 }
 
-function drawCurve(points, cap) {
+// The counted curve (so far) and the forecast (the whole day) on one time axis.
+function drawCurve(points, forecast, cap) {
   const svg = document.getElementById("curve");
-  const top = Math.max(cap, ...points.map((p) => p.inside), 1);
+  const all = points.concat(forecast);
+  const times = all.map((p) => Date.parse(p.at));
+  const first = Math.min(...times), last = Math.max(...times);
+  const top = Math.max(cap, ...all.map((p) => p.inside), 1);
   const width = 600, height = 200;
-  const step = points.length > 1 ? width / (points.length - 1) : width;
-  const line = points.map((p, i) => `${(i * step).toFixed(1)},${(height - (p.inside / top) * height).toFixed(1)}`);
+  const x = (p) => (last > first ? ((Date.parse(p.at) - first) / (last - first)) * width : 0);
+  const y = (p) => height - (p.inside / top) * height;
+  const line = (series) => series.map((p) => `${x(p).toFixed(1)},${y(p).toFixed(1)}`).join(" ");
   const capY = (height - (cap / top) * height).toFixed(1);
   svg.innerHTML = `<line class="cap" x1="0" x2="${width}" y1="${capY}" y2="${capY}"></line>` +
-    `<polyline points="${line.join(" ")}"></polyline>`;
+    `<polyline class="forecast" points="${line(forecast)}"></polyline>` +
+    `<polyline class="measured" points="${line(points)}"></polyline>`;
 }
 
 // Server-sent events over fetch, so that the token travels in a header.

@@ -104,6 +104,10 @@ GET /v1/reservations/{reservation_id}/ticket             200  404  403  403  403
 POST /v1/gates/{gate_id}/scans                           403  403  403  403  403  200  403  403  401
 GET /v1/sites/{site_id}/occupancy                        403  403  200  403  200  403  200  403  401
 GET /v1/live                                             403  403  200  200  200  403  200  403  401
+GET /v1/suggestions                                      200  200  200  200  200  200  200  200  200
+GET /v1/crowd                                            200  200  200  200  200  200  200  200  200
+GET /v1/sites/{site_id}/forecast                         403  403  200  403  200  403  200  403  401
+POST /v1/sites/{site_id}/capacity-plan                   403  403  200  403  403  403  200  403  401
 POST /v1/tokens                                          403  403  403  403  403  403  201  403  401
 DELETE /v1/tokens/{token_id}                             403  403  403  403  403  403  204  403  401
 GET /v1/audit                                            403  403  200  403  403  403  200  403  401
@@ -480,6 +484,25 @@ async def _scan(world: World, who: str) -> Sample:
 
 fixed("GET /v1/sites/{site_id}/occupancy", Sample(f"/v1/sites/{YONGHE}/occupancy"))
 fixed("GET /v1/live", Sample("/v1/live", params={"events": "1"}))
+
+# Crowd flow.
+
+fixed(
+    "GET /v1/suggestions",
+    Sample("/v1/suggestions", params={"site": YONGHE, "time": "10:00", "party": "2"}),
+)
+fixed("GET /v1/crowd", Sample("/v1/crowd"))
+fixed("GET /v1/sites/{site_id}/forecast", Sample(f"/v1/sites/{YONGHE}/forecast"))
+fixed(
+    "POST /v1/sites/{site_id}/capacity-plan",
+    Sample(
+        f"/v1/sites/{YONGHE}/capacity-plan",
+        json={
+            "zones": [{"name": "halls", "area_m2": 3000, "m2_per_person": 2}],
+            "average_stay_minutes": 90,
+        },
+    ),
+)
 
 
 # Staff tokens and the outbox.

@@ -110,5 +110,6 @@ async def test_the_dashboard_shows_visitors_coming_in(
     await expect(card.locator(".left")).to_have_text("7495")
     await expect(page.locator("#gates tbody")).to_contain_text(SOUTH, timeout=10_000)
     await expect(page.locator("#detail-name")).to_have_text("yonghe-temple: 5 inside")
-    assert await page.locator("#curve polyline").count() == 1
+    assert await page.locator("#curve polyline.measured").count() == 1
+    assert await page.locator("#curve polyline.forecast").count() == 1
     assert errors == []

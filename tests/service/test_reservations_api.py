@@ -640,20 +640,48 @@ async def test_sold_out_offers_the_nearest_slots_of_the_day_that_did_not_end(
         "/v1/reservations",
         slot_left=0,
         day_left=7498,
+        # The ranking of GET /v1/suggestions: the next hour here, the same hour at the
+        # temple next door (another site costs more than an hour), then noon here.
         alternatives=[
             {
                 "site": "yonghe-temple",
-                "slot_id": yonghe(f"{hour}00"),
-                "start": f"2026-12-01T{hour}:00:00+08:00",
-                "end": f"2026-12-01T{hour + 1}:00:00+08:00",
+                "slot_id": yonghe("1100"),
+                "start": "2026-12-01T11:00:00+08:00",
+                "end": "2026-12-01T12:00:00+08:00",
                 "remaining": 1000,
-            }
-            for hour in (11, 12, 13)
+                "comfort": "comfortable",
+                "load": 0.0013,  # the two at 10:00 are expected inside until 11:30
+                "distance_km": 0.0,
+                "reason": "1000 places left at 11:00",
+            },
+            {
+                "site": "confucius-temple",
+                "slot_id": "confucius-temple.2026-12-01.1000",
+                "start": "2026-12-01T10:00:00+08:00",
+                "end": "2026-12-01T11:00:00+08:00",
+                "remaining": 1000,
+                "comfort": "comfortable",
+                "load": 0.0,
+                "distance_km": 0.31,
+                "reason": "Confucius Temple and Imperial Academy Museum, 0.3 km away: "
+                "comfortable at 10:00",
+            },
+            {
+                "site": "yonghe-temple",
+                "slot_id": yonghe("1200"),
+                "start": "2026-12-01T12:00:00+08:00",
+                "end": "2026-12-01T13:00:00+08:00",
+                "remaining": 1000,
+                "comfort": "comfortable",
+                "load": 0.0007,
+                "distance_km": 0.0,
+                "reason": "1000 places left at 12:00",
+            },
         ],
     )
 
 
-async def test_sold_out_alternatives_are_ordered_by_distance_in_time(
+async def test_sold_out_alternatives_rank_other_hours_here_before_other_sites(
     client: httpx.AsyncClient, tourist: dict[str, str], admin: dict[str, str]
 ) -> None:
     await held(client, tourist, yonghe("1100"))
@@ -663,28 +691,15 @@ async def test_sold_out_alternatives_are_ordered_by_distance_in_time(
     # `tourist` keeps the two open holds a site allows an account: another one asks.
     response = await hold(client, await new_tourist(client), yonghe("1200"))
     assert response.status_code == 409, response.text
-    assert response.json()["alternatives"] == [
-        {
-            "site": "yonghe-temple",
-            "slot_id": yonghe("1100"),
-            "start": "2026-12-01T11:00:00+08:00",
-            "end": "2026-12-01T12:00:00+08:00",
-            "remaining": 999,
-        },
-        {
-            "site": "yonghe-temple",
-            "slot_id": yonghe("1300"),
-            "start": "2026-12-01T13:00:00+08:00",
-            "end": "2026-12-01T14:00:00+08:00",
-            "remaining": 1000,
-        },
-        {
-            "site": "yonghe-temple",
-            "slot_id": yonghe("1000"),
-            "start": "2026-12-01T10:00:00+08:00",
-            "end": "2026-12-01T11:00:00+08:00",
-            "remaining": 1000,
-        },
+    offered = response.json()["alternatives"]
+    assert [(a["slot_id"], a["remaining"], a["reason"]) for a in offered] == [
+        (yonghe("1100"), 999, "999 places left at 11:00"),
+        (yonghe("1300"), 1000, "1000 places left at 13:00"),
+        (
+            "confucius-temple.2026-12-01.1200",
+            1000,
+            "Confucius Temple and Imperial Academy Museum, 0.3 km away: comfortable at 12:00",
+        ),
     ]
 
 
@@ -698,10 +713,11 @@ async def test_sold_out_alternatives_have_room_for_the_whole_party(
     response = await hold(client, tourist, yonghe("1200"), visitors=[visitor(), visitor()])
     assert response.status_code == 409, response.text
     assert response.json()["code"] == "sold-out"
+    # 11:00 has one place: not for a party of two.
     assert [a["slot_id"] for a in response.json()["alternatives"]] == [
         yonghe("1300"),
+        "confucius-temple.2026-12-01.1200",
         yonghe("1000"),
-        yonghe("1400"),
     ]
 
 

@@ -76,18 +76,33 @@ class _Slot:
 
 
 @dataclass(frozen=True, slots=True)
+class _Outlook:
+    """A site-day's slots and forecast: rebuilt at most every FORECAST_TTL seconds."""
+
+    slots: tuple[_Slot, ...]
+    quarters: tuple[fc.Quarter, ...]
+    loads: dict[str, float]  # per slot id: forecast peak inside / instantaneous cap
+
+
+@dataclass(frozen=True, slots=True)
 class _Day:
     """A site-day as a suggestion sees it: its slots, places left and forecast."""
 
     site: Site
     visit_date: date
     load: DayLoad
-    slots: tuple[_Slot, ...]
-    quarters: tuple[fc.Quarter, ...]
+    outlook: _Outlook
+
+    @property
+    def slots(self) -> tuple[_Slot, ...]:
+        return self.outlook.slots
+
+    @property
+    def quarters(self) -> tuple[fc.Quarter, ...]:
+        return self.outlook.quarters
 
     def slot_load(self, slot: _Slot) -> float:
-        peak = fc.peak_inside(self.quarters, slot.start_minute, slot.end_minute)
-        return peak / self.site.instant_cap if self.site.instant_cap else 0.0
+        return self.outlook.loads.get(slot.id, 0.0)
 
 
 class _Cache:
@@ -184,27 +199,34 @@ class Crowd:
         load = await self._catalog.recent_load(site_day)
         if load is None:
             return None
-        slots = []
-        for key in load.slots:
-            slot_id = SlotRef(site_day, key).id
-            try:
-                start, end = await self._catalog.slot_times(slot_id)
-            except NotFound:
-                continue
-            slots.append(
-                _Slot(key, slot_id, start, end, _minutes(start), _minutes(end, end_of_day=True))
-            )
-        stay = await self.stay(site)
 
-        async def predict() -> tuple[fc.Quarter, ...]:
+        async def outlook() -> _Outlook:
+            slots = []
+            for key in load.slots:
+                slot_id = SlotRef(site_day, key).id
+                try:
+                    start, end = await self._catalog.slot_times(slot_id)
+                except NotFound:
+                    continue
+                slots.append(
+                    _Slot(key, slot_id, start, end, _minutes(start), _minutes(end, end_of_day=True))
+                )
             arrivals = [
                 fc.Arrivals(slot.start_minute, slot.end_minute, load.slots[slot.key].used)
                 for slot in slots
             ]
-            return tuple(fc.forecast(arrivals, stay, **_hours(site)))
+            quarters = fc.forecast(arrivals, await self.stay(site), **_hours(site))
+            cap = site.instant_cap or 1
+            return _Outlook(
+                tuple(slots),
+                tuple(quarters),
+                {
+                    slot.id: fc.peak_inside(quarters, slot.start_minute, slot.end_minute) / cap
+                    for slot in slots
+                },
+            )
 
-        quarters = await self._day_forecasts.get(site_day, predict)
-        return _Day(site, visit_date, load, tuple(slots), quarters)
+        return _Day(site, visit_date, load, await self._day_forecasts.get(site_day, outlook))
 
     # suggestions -------------------------------------------------------------------------
 
@@ -317,9 +339,10 @@ class Crowd:
             nearby = other.kind == site.kind and _km(site, other) <= NEARBY_KM
             if other.id != site.id and nearby:
                 places.append((other, visit_date, 0))
+        # Every site-day's counters at once: their round trips to Redis overlap.
+        days = await asyncio.gather(*(self._day(where, day_date) for where, day_date, _ in places))
         candidates = []
-        for where, day_date, days_later in places:
-            day = await self._day(where, day_date)
+        for (where, _, days_later), day in zip(places, days, strict=True):
             if day is None:
                 continue
             km = (
@@ -328,7 +351,9 @@ class Crowd:
                 else _km(site, where)
             )
             for slot in day.slots:
-                if slot.id == exclude:
+                left = day.load.left_in(slot.key)
+                # The ranking filters too; skipping here saves building what it would drop.
+                if slot.id == exclude or left < party or not day.load.on_sale(slot.key, now):
                     continue
                 state = day.load.slots[slot.key]
                 candidates.append(
@@ -338,8 +363,8 @@ class Crowd:
                         slot_id=slot.id,
                         start=slot.start,
                         end=slot.end,
-                        remaining=day.load.left_in(slot.key),
-                        on_sale=day.load.on_sale(slot.key, now),
+                        remaining=left,
+                        on_sale=True,
                         open=not (state.closed or day.load.day.closed),
                         load=day.slot_load(slot),
                         distance_km=km,

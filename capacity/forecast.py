@@ -83,23 +83,30 @@ class _Arrived:
     """Cumulative arrivals: `before(m)` is the number of people arrived in minutes < m."""
 
     def __init__(self, arrivals: Sequence[Arrivals], opens: int, closes: int) -> None:
-        per_minute = [0.0] * (closes - opens)
+        # Rates change only where windows start and end: a difference array makes the
+        # per-minute arrivals in one pass, whatever the number of groups.
+        changes = [0.0] * (closes - opens + 1)
         for group in arrivals:
             start, end = max(group.start, opens), min(group.end, closes)
             if end <= start or group.end <= group.start:
                 continue
             # Only the part of a window inside opening hours brings people.
             rate = group.people / (group.end - group.start)
-            for minute in range(start - opens, end - opens):
-                per_minute[minute] += rate
+            changes[start - opens] += rate
+            changes[end - opens] -= rate
         self._opens = opens
         self._prefix = [0.0]
-        for people in per_minute:
-            self._prefix.append(self._prefix[-1] + people)
+        rate = 0.0
+        for change in changes[:-1]:
+            rate += change
+            self._prefix.append(self._prefix[-1] + rate)
+        self._last = len(self._prefix) - 1
 
     def before(self, minute: int) -> float:
-        index = min(max(minute - self._opens, 0), len(self._prefix) - 1)
-        return self._prefix[index]
+        index = minute - self._opens
+        if index <= 0:
+            return 0.0
+        return self._prefix[index if index < self._last else self._last]
 
 
 def inside_at(arrived: _Arrived, stay: StayTimes, minute: int) -> float:

@@ -181,7 +181,11 @@ async def test_closing_a_day_offers_the_next_days(
     assert response.json()["cancelled_reservations"] == 1
     assert len(response.json()["slots"]) == 7  # 09:00 to 16:00, hourly
     body: Any = await reservation(runtime, client, reservation_id)
-    assert body["alternatives"][0]["slot_id"] == YONGHE_TOMORROW_10
+    # The same hour at the temple next door, then the same hour tomorrow; nothing of the day
+    # closed.
+    offered = [a["slot_id"] for a in body["alternatives"]]
+    assert offered[:2] == ["confucius-temple.2026-12-01.1000", YONGHE_TOMORROW_10]
+    assert not any(s.startswith("yonghe-temple.2026-12-01") for s in offered)
     slots = await day_slots(client, "2026-12-01")
     assert {s["status"] for s in slots} == {"closed"}
     assert [s["remaining"] for s in slots] == [0] * len(slots)

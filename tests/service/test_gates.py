@@ -203,6 +203,8 @@ async def test_ticket_of_a_confirmed_reservation(
         "site": "yonghe-temple",
         "entry_from": "2026-12-01T09:45:00+08:00",
         "entry_until": "2026-12-01T11:15:00+08:00",
+        # The entry gate with the most room in its flow now (Yonghe has one).
+        "suggested_gate": {"gate": "yonghe-temple.south-gate", "name": "South Gate", "load": 0.0},
     }
     assert datetime.fromisoformat(body["expires_at"]) == NOW + timedelta(seconds=60)
     assert code.startswith("TG1.k0.")

@@ -54,6 +54,7 @@ async def test_the_feed_streams_every_site_as_server_sent_events(
         "entries_last_minute": 0,
         "exits_last_minute": 0,
         "places_left_today": 7500,
+        "send_to": [],  # only from yellow on
     }
 
 

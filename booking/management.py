@@ -133,7 +133,9 @@ class Management:
                 "instant_cap": site.instant_cap,
                 "daily_cap": site.daily_cap,
                 "average_stay_minutes": site.average_stay_minutes,
+                "zones": site.zones,
             }
+            site.zones = zones
             site.instant_cap = plan.instant_cap
             site.daily_cap = plan.daily_cap
             site.average_stay_minutes = plan.average_stay_minutes

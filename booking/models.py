@@ -91,6 +91,8 @@ class Site(SQLModel, table=True):
     entry_grace_minutes: int = 15
     # Shares of the caps at which the alert levels start; None: the LB/T 034-2014 practice.
     alert_thresholds: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    # The visiting zones of the applied capacity plan: name, area_m2, m2_per_person.
+    zones: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     # Set while the whole site is closed by its managers (weather, a state event).
     closed_reason: str | None = Field(default=None, max_length=200)
     sources: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))

@@ -413,6 +413,7 @@ class SitePublic(BaseModel):
     entry_grace_minutes: int
     alert_thresholds: dict[str, float] | None = None
     closed_reason: str | None = None
+    zones: list[ZoneIn] | None = None  # of the applied capacity plan
     gates: list[GatePublic]
     today: DayLoadPublic | None = None
     sources: dict[str, str] = Field(default_factory=dict)

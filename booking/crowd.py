@@ -142,6 +142,10 @@ class _Cache:
     def forget(self, key: Hashable) -> None:
         self._values.pop(key, None)
 
+    def forget_where(self, matches: Callable[[Hashable], bool]) -> None:
+        for key in [key for key in self._values if matches(key)]:
+            del self._values[key]
+
 
 class Crowd:
     def __init__(
@@ -193,10 +197,11 @@ class Crowd:
         stay: fc.StayTimes = await self._stays.get((site.id, site.average_stay_minutes), learn)
         return stay
 
-    async def _day(self, site: Site, visit_date: date) -> _Day | None:
-        """Places left now (at most half a second old) and the forecast (half a minute)."""
+    async def _day(self, site: Site, visit_date: date, *, fresh: bool = False) -> _Day | None:
+        """Places left now (at most half a second old, unless `fresh`) and the forecast (half
+        a minute)."""
         site_day = SiteDay(site.id, visit_date)
-        load = await self._catalog.recent_load(site_day)
+        load = await self._catalog.recent_load(site_day, fresh=fresh)
         if load is None:
             return None
 
@@ -245,7 +250,9 @@ class Crowd:
         here = self._clock.now().astimezone(zone(site.timezone))
         visit_date = visit_date or here.date()
         if visit_date < here.date():
-            raise InvalidRequest(field="date", rule="not-past", message="the date has passed")
+            raise InvalidRequest(
+                field="date", rule="not-past", message="the date has passed", location="query"
+            )
         if at is None:
             at = here.time() if visit_date == here.date() else site.opens
         at = at.replace(second=0, microsecond=0, tzinfo=None)
@@ -286,7 +293,8 @@ class Crowd:
         self, slot_id: str, *, party: int, limit: int = OFFERS, fresh: bool = False
     ) -> list[Alternative]:
         """What to offer a party that cannot have this slot (sold out, or closed): the same
-        ranking as the suggestions. Shared for half a second unless `fresh`."""
+        ranking as the suggestions. Shared for half a second unless `fresh` (a closure's offer
+        must not name what the closure just closed), which also reads places left afresh."""
         ref = parse_slot_id(slot_id)
         if ref is None:
             return []
@@ -309,6 +317,7 @@ class Crowd:
                     exclude=slot_id,
                     origin=None,
                     limit=limit,
+                    fresh=fresh,
                 )
             except (NotFound, CapacityUnavailable):
                 # Suggestions are a courtesy: a refusal or a closure never fails for them.
@@ -330,6 +339,7 @@ class Crowd:
         exclude: str | None,
         origin: tuple[float, float] | None,
         limit: int,
+        fresh: bool = False,
     ) -> list[Alternative]:
         now = self._clock.now()
         places: list[tuple[Site, date, int]] = [
@@ -340,7 +350,9 @@ class Crowd:
             if other.id != site.id and nearby:
                 places.append((other, visit_date, 0))
         # Every site-day's counters at once: their round trips to Redis overlap.
-        days = await asyncio.gather(*(self._day(where, day_date) for where, day_date, _ in places))
+        days = await asyncio.gather(
+            *(self._day(where, day_date, fresh=fresh) for where, day_date, _ in places)
+        )
         candidates = []
         for (where, _, days_later), day in zip(places, days, strict=True):
             if day is None:
@@ -633,9 +645,12 @@ class Crowd:
         )
 
     def forget(self, site_id: str) -> None:
-        """After a manager's change: this process's next answers use it at once."""
+        """After a manager's change to a site: this process's next answers use it at once
+        (other replicas within the caches' lifetimes)."""
         self._sites.forget("all")
         self._index.forget("all")
+        for cache in (self._day_forecasts, self._record_forecasts, self._stays):
+            cache.forget_where(lambda key: _names_site(key, site_id))
 
 
 def _minutes(at: datetime, *, end_of_day: bool = False) -> int:
@@ -667,6 +682,13 @@ def _covering(slots: Sequence[_Slot], minute: int) -> _Slot | None:
         if slot.start_minute <= minute < slot.end_minute:
             return slot
     return None
+
+
+def _names_site(key: Hashable, site_id: str) -> bool:
+    """Whether a cache key (a SiteDay, or a tuple starting with a site id) is about a site."""
+    if isinstance(key, SiteDay):
+        return key.site == site_id
+    return isinstance(key, tuple) and bool(key) and key[0] == site_id
 
 
 def _left_today(day: _Day) -> int:

@@ -66,10 +66,10 @@ class InvalidRequest(TidegateError):
 
     code, status, title = "validation-failed", 422, "The request is not valid"
 
-    def __init__(self, *, field: str, rule: str, message: str) -> None:
+    def __init__(self, *, field: str, rule: str, message: str, location: str = "body") -> None:
         super().__init__(f"{field}: {message} ({rule})")
         self.field = field
-        self.extra["errors"] = [{"in": "body", "field": field, "rule": rule, "message": message}]
+        self.extra["errors"] = [{"in": location, "field": field, "rule": rule, "message": message}]
 
 
 class ScanRefused(TidegateError):

@@ -112,6 +112,7 @@ class Management:
             after = {name: _plain(getattr(site, name)) for name in changes}
             await self._audit(session, actor, "site.update", site_id, site_id, before, after)
         self._catalog.forget_rules(site_id)
+        self._crowd.forget(site_id)
         made = 0
         if {"horizon_days", "closed_weekdays"} & changes.keys():
             # Days newly open or newly in the horizon get their slots now, not within the hour.
@@ -160,6 +161,7 @@ class Management:
             }
             await self._audit(session, actor, "site.capacity_plan", site.id, site.id, before, after)
         self._catalog.forget_rules(site.id)
+        self._crowd.forget(site.id)
         await self._recount(await self._days_from_today(site))
 
     # gates -------------------------------------------------------------------------------

@@ -248,10 +248,11 @@ class Catalog:
         async with self._sessions() as session:
             return await repo.get_slot(session, slot_id) is not None
 
-    async def recent_load(self, site_day: SiteDay) -> DayLoad | None:
+    async def recent_load(self, site_day: SiteDay, *, fresh: bool = False) -> DayLoad | None:
+        """A day's counters, read at most every half second per site-day unless `fresh`."""
         now = time.monotonic()
         cached = self._loads.get(site_day)
-        if cached is not None and cached[0] > now:
+        if not fresh and cached is not None and cached[0] > now:
             return cached[1]
         load = await self._counters.load(site_day)
         if len(self._loads) > 10_000:

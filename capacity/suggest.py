@@ -44,7 +44,9 @@ def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float
 
 
 def comfort(load: float) -> str:
-    """A word a visitor understands for a share of the site's instantaneous cap."""
+    """A word a visitor understands for a share of the site's instantaneous cap (judged as
+    shown, to four decimals: 4.999999 people of 10 is half full)."""
+    load = round(load, 4)
     for word, below in COMFORT:
         if load < below:
             return word
@@ -158,7 +160,8 @@ def reason(wanted: Wanted, candidate: Candidate) -> str:
     if calmer:
         parts.append(f"{calmer}% less crowded at {at}")
     elif candidate.same_site and not candidate.days_later:
-        parts.append(f"{candidate.remaining} places left at {at}")
+        places = "place" if candidate.remaining == 1 else "places"
+        parts.append(f"{candidate.remaining} {places} left at {at}")
     else:
         parts.append(f"{comfort(candidate.load)} at {at}")
     head, *rest = parts

@@ -57,6 +57,7 @@ async def suggestions(
             field="lon" if lon is None else "lat",
             rule="both-or-neither",
             message="give both lat and lon, or neither",
+            location="query",
         )
     origin = None if lat is None or lon is None else (lat, lon)
     return await runtime.crowd.suggestions(
@@ -111,5 +112,4 @@ async def capacity_plan(
         return plan
     zones = [zone.model_dump() for zone in body.zones]
     await runtime.management.apply_capacity_plan(plan, zones, actor=staff.actor)
-    runtime.crowd.forget(site_id)
     return plan.model_copy(update={"applied": True})

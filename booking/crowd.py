@@ -56,13 +56,15 @@ RANKING_TTL = 0.5
 INDEX_TTL = 10.0
 
 NEXT_DAYS = 7  # later days of the same site a party is offered
-NEARBY_KM = 10.0  # other sites a party is offered
+NEARBY_KM = 10.0  # other sites a party is offered: within this distance,
+NEARBY_SITES = 10  # the nearest this many of the same kind
 OFFERS = 3  # alternatives in a sold-out answer or a closure's offer
 STAY_HISTORY_DAYS = 28
 STAY_SAMPLE = 5000
 GATE_MINUTES = 5  # a gate's load is its entries over this many minutes
 BEST_TIMES = 3
 REDIRECTS = 3
+READS_AT_ONCE = 8  # site-days read from Redis concurrently by one suggestion
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,14 +347,26 @@ class Crowd:
         places: list[tuple[Site, date, int]] = [
             (site, visit_date + timedelta(days=offset), offset) for offset in range(NEXT_DAYS + 1)
         ]
-        for other in (await self.sites()).values():
-            nearby = other.kind == site.kind and _km(site, other) <= NEARBY_KM
-            if other.id != site.id and nearby:
-                places.append((other, visit_date, 0))
-        # Every site-day's counters at once: their round trips to Redis overlap.
-        days = await asyncio.gather(
-            *(self._day(where, day_date, fresh=fresh) for where, day_date, _ in places)
+        nearby = sorted(
+            (
+                (_km(site, other), other.id, other)
+                for other in (await self.sites()).values()
+                if other.id != site.id and other.kind == site.kind
+            ),
+            key=lambda item: item[:2],
         )
+        places += [
+            (other, visit_date, 0) for km, _, other in nearby[:NEARBY_SITES] if km <= NEARBY_KM
+        ]
+        # Several site-days' counters at once, so their round trips to Redis overlap; not all
+        # of a city's at once, which would take every connection of the pool.
+        gate = asyncio.Semaphore(READS_AT_ONCE)
+
+        async def day_of(where: Site, day_date: date) -> _Day | None:
+            async with gate:
+                return await self._day(where, day_date, fresh=fresh)
+
+        days = await asyncio.gather(*(day_of(where, day_date) for where, day_date, _ in places))
         candidates = []
         for (where, _, days_later), day in zip(places, days, strict=True):
             if day is None:

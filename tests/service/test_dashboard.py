@@ -112,4 +112,9 @@ async def test_the_dashboard_shows_visitors_coming_in(
     await expect(page.locator("#detail-name")).to_have_text("yonghe-temple: 5 inside")
     assert await page.locator("#curve polyline.measured").count() == 1
     assert await page.locator("#curve polyline.forecast").count() == 1
+    # The forecast's error so far, and where to send arriving visitors.
+    await expect(page.locator("#forecast-error")).to_contain_text("quarter hours")
+    await expect(page.locator("#suggested-gate")).to_have_text(
+        "Send arriving visitors to South Gate"
+    )
     assert errors == []

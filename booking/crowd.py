@@ -401,17 +401,7 @@ class Crowd:
                 )
         wanted = suggest.Wanted(party=party, load=wanted_load)
         return [
-            Alternative(
-                site=s.site,
-                slot_id=s.slot_id,
-                start=s.start,
-                end=s.end,
-                remaining=s.remaining,
-                comfort=s.comfort,
-                load=s.load,
-                distance_km=s.distance_km,
-                reason=s.reason,
-            )
+            Alternative.model_validate(s, from_attributes=True)
             for s in suggest.rank(wanted, candidates, limit=limit)
         ]
 
@@ -519,14 +509,7 @@ class Crowd:
         if here is None:
             return []
         return [
-            Redirect(
-                site=r.site,
-                name=r.name,
-                distance_km=r.distance_km,
-                load=r.load,
-                comfort=r.comfort,
-                places_left_today=r.places_left_today,
-            )
+            Redirect.model_validate(r, from_attributes=True)
             for r in suggest.redirect(here, places, within_km=NEARBY_KM, limit=REDIRECTS)
         ]
 

@@ -239,6 +239,7 @@ async def test_get_site_answers_one_site_with_its_rules(client: httpx.AsyncClien
         "entry_grace_minutes": 0,
         "alert_thresholds": None,
         "closed_reason": None,
+        "zones": None,  # no capacity plan applied yet
         "today": {"date": "2026-12-01", "open": True, "offered": 40000, "remaining": 40000},
     }
     assert [gate["id"] for gate in body["gates"]] == DEMO_SITES["palace-museum"][1]

@@ -13,7 +13,6 @@ test books what it needs before it first asks.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +23,7 @@ import booking.sites
 from capacity.clock import ManualClock
 from service.runtime import Runtime
 from tests.conftest import hold, new_tourist, visitor
+from tests.service.test_live import events_of
 
 PROBLEM_JSON = "application/problem+json"
 YONGHE = "yonghe-temple"
@@ -1058,16 +1058,6 @@ async def test_the_capacity_plan_is_for_the_sites_managers(
 
 
 # 9. The live feed's redirections -----------------------------------------------------------
-
-
-def events_of(text: str) -> list[tuple[str, Any]]:
-    """(event, data) of each server-sent event in a stream."""
-    found = []
-    for block in text.replace("\r\n", "\n").strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "data" in fields:
-            found.append((fields.get("event", "message"), json.loads(fields["data"])))
-    return found
 
 
 async def test_a_site_at_yellow_sends_people_to_nearby_calm_sites_of_its_kind_first(

@@ -384,6 +384,7 @@ async def test_an_admin_creates_a_site_with_the_defaults(
         "entry_grace_minutes": 15,
         "alert_thresholds": None,
         "closed_reason": None,
+        "zones": None,
     }
     assert response.json() == {
         **stored,

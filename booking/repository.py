@@ -612,3 +612,38 @@ async def observed_stays(
         for row in await session.execute(query)
         if row[0] is not None and row[1] is not None
     ]
+
+
+async def reschedule(
+    session: AsyncSession,
+    reservation_id: str,
+    *,
+    from_slot: str,
+    to_slot: str,
+    visit_date: date,
+    units: dict[int, tuple[int, int]],
+    now: datetime,
+) -> bool:
+    """Move a held or confirmed reservation and its visitors to another slot, only if it is
+    still where and what it was (a cancel, an expiry or another move in between wins)."""
+    moved = await session.execute(
+        sa.update(Reservation)
+        .where(
+            col(Reservation.id) == reservation_id,
+            col(Reservation.slot_id) == from_slot,
+            col(Reservation.status).in_(
+                [ReservationStatus.held.value, ReservationStatus.confirmed.value]
+            ),
+        )
+        .values(slot_id=to_slot, visit_date=visit_date, updated_at=now)
+        .returning(col(Reservation.id))
+    )
+    if moved.scalar_one_or_none() is None:
+        return False
+    for visitor_id, (slot_unit, day_unit) in units.items():
+        await session.execute(
+            sa.update(Visitor)
+            .where(col(Visitor.id) == visitor_id)
+            .values(slot_id=to_slot, visit_date=visit_date, slot_unit=slot_unit, day_unit=day_unit)
+        )
+    return True

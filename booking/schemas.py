@@ -57,6 +57,10 @@ class VisitorIn(Strict):
             raise PydanticCustomError(error.rule, error.message) from None
 
 
+class RescheduleRequest(Strict):
+    slot_id: SlotId
+
+
 class HoldRequest(Strict):
     slot_id: SlotId
     visitors: list[VisitorIn] = Field(min_length=1, max_length=50)

@@ -32,7 +32,7 @@ from booking.errors import (
 )
 from booking.ids import IdHasher, birth_date, mask_id_number
 from booking.ledger import HoldLedger, PendingHold
-from booking.models import Reservation, ReservationStatus, Visitor
+from booking.models import OutboxEvent, Reservation, ReservationStatus, Visitor
 from booking.reconcile import Reconciler
 from booking.repository import KeyConflict, MissingSlot, UnitConflict, classify
 from booking.schemas import Alternative, ReservationPublic, VisitorIn, VisitorPublic
@@ -237,7 +237,7 @@ class Booking:
         owner_id: str,
         reservation_id: str,
     ) -> Allocation:
-        try:
+        async with self._admission(ref, party, times):
             return await self._counters.allocate(
                 ref.site_day,
                 ref.key,
@@ -246,6 +246,16 @@ class Booking:
                 owner=owner_id,
                 reservation=reservation_id,
             )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @asynccontextmanager
+    async def _admission(
+        self, ref: SlotRef, party: int, times: tuple[datetime, datetime]
+    ) -> AsyncIterator[None]:
+        """Turn a counters' refusal into what the visitor is told: a missing slot, a recount,
+        when the slot is on sale (in the site's time), or where else there is room."""
+        try:
+            yield
         except (SlotNotCounted, CapacityUnavailable) as error:
             if not await self._catalog.slot_exists(ref.id):
                 raise NotFound(f"no slot {ref.id}") from error
@@ -364,6 +374,165 @@ class Booking:
                     await self._record(session, idempotency, 200, public, now)
             await self._release(visitors, {reservation_id: owner_id})
             return await self._finish(attempt, public)
+
+    async def reschedule(
+        self,
+        *,
+        owner_id: str,
+        reservation_id: str,
+        slot_id: str,
+        idempotency: Idempotency | None = None,
+    ) -> Receipt:
+        """Move a held or confirmed reservation to another slot of its site, keeping its
+        visitors (and a hold its deadline). Never both places lost, never both kept:
+
+        - the same day: one script takes the new slot's units and gives the old ones back;
+          if SQL then refuses, the day's counters are rebuilt from SQL, where the
+          reservation is still in its old slot;
+        - another day: the new day's places are taken first (the per-ID and per-account rules
+          apply there), SQL moves the reservation, and only then are the old day's places
+          given back; if SQL refuses, the new places go back instead.
+        """
+        async with self._idempotent(idempotency) as attempt:
+            if attempt.replay is not None:
+                return attempt.replay
+            now = self._clock.now()
+            async with self._sessions() as session:
+                reservation = await self._own(session, reservation_id, owner_id)
+                visitors = sorted(
+                    await repo.visitors_of(session, [reservation_id]), key=lambda v: v.position
+                )
+            old, new = parse_slot_id(reservation.slot_id), parse_slot_id(slot_id)
+            assert old is not None  # ids in SQL are well formed
+            self._check_move(reservation, old, new, now)
+            assert new is not None
+            times = await self._catalog.slot_times(new.id)
+            party = len(visitors)
+            if new.site_day == old.site_day:
+                async with self._admission(new, party, times):
+                    slot_units = await self._counters.move(
+                        old.site_day,
+                        old.key,
+                        new.key,
+                        slot_units=[v.slot_unit for v in visitors],
+                        now=now,
+                    )
+                units = {
+                    v.id or 0: (unit, v.day_unit)
+                    for v, unit in zip(visitors, slot_units, strict=True)
+                }
+            else:
+                id_hashes = [v.id_hash for v in visitors]
+                allocation = await self._allocate(
+                    new, id_hashes, now, party, times, owner_id, reservation_id
+                )
+                units = {
+                    v.id or 0: (allocation.slot_units[i], allocation.day_units[i])
+                    for i, v in enumerate(visitors)
+                }
+            try:
+                async with self._sessions() as session, session.begin():
+                    moved = await repo.reschedule(
+                        session,
+                        reservation_id,
+                        from_slot=old.id,
+                        to_slot=new.id,
+                        visit_date=new.site_day.visit_date,
+                        units=units,
+                        now=now,
+                    )
+                    if not moved:
+                        raise InvalidTransition(f"{reservation_id} changed meanwhile: try again")
+                    session.add(
+                        OutboxEvent(
+                            at=now,
+                            topic="reservation.rescheduled",
+                            site_id=new.site_day.site,
+                            payload={
+                                "reservation": reservation_id,
+                                "from": old.id,
+                                "to": new.id,
+                                "party_size": party,
+                            },
+                        )
+                    )
+                    public = await self._public(session, reservation_id)
+                    if idempotency is not None:
+                        await self._record(session, idempotency, 200, public, now)
+            except BaseException:
+                await asyncio.shield(self._undo_move(old, new, units, visitors, owner_id))
+                raise
+            if new.site_day != old.site_day:
+                await self._give_back_old_day(old, visitors, owner_id)
+            return await self._finish(attempt, public)
+
+    async def _give_back_old_day(
+        self, old: SlotRef, visitors: Sequence[Visitor], owner_id: str
+    ) -> None:
+        """After a move to another day commits: the old day's places go back on sale. (A hold
+        keeps its claim against the account's open holds: it is still open, elsewhere.)"""
+        try:
+            await self._counters.release(
+                old.site_day,
+                old.key,
+                slot_units=[v.slot_unit for v in visitors],
+                day_units=[v.day_unit for v in visitors],
+                visitor_ids=[v.id_hash for v in visitors],
+                owner=owner_id,
+                reservation=visitors[0].reservation_id,
+            )
+        except CapacityUnavailable:
+            # Committed in SQL: the units leak (an undersell) until the reconciler returns them.
+            log.warning("release postponed: Redis unreachable for %s", old.site_day)
+
+    @staticmethod
+    def _check_move(
+        reservation: Reservation, old: SlotRef, new: SlotRef | None, now: datetime
+    ) -> None:
+        if reservation.status not in (ReservationStatus.held, ReservationStatus.confirmed):
+            raise InvalidTransition(f"a {reservation.status} reservation cannot be rescheduled")
+        if reservation.status == ReservationStatus.held and reservation.hold_expires_at <= now:
+            raise HoldExpired(f"the hold of {reservation.id} expired")
+        if new is None:
+            raise NotFound("no such slot")
+        if new.site_day.site != old.site_day.site:
+            raise InvalidRequest(
+                field="slot_id",
+                rule="same-site",
+                message="a reservation moves to another slot of its own site",
+            )
+        if new.id == old.id:
+            raise InvalidRequest(
+                field="slot_id", rule="another-slot", message="the reservation is in this slot"
+            )
+
+    async def _undo_move(
+        self,
+        old: SlotRef,
+        new: SlotRef,
+        units: dict[int, tuple[int, int]],
+        visitors: Sequence[Visitor],
+        owner_id: str,
+    ) -> None:
+        """SQL did not move the reservation: undo what Redis did."""
+        try:
+            if new.site_day == old.site_day:
+                # The old units were given back in the same step as the new ones were taken;
+                # SQL, where the reservation is still in its old slot, says which are whose.
+                await self._reconciler.rebuild(old.site_day)
+                return
+            await self._counters.release(
+                new.site_day,
+                new.key,
+                slot_units=[units[v.id or 0][0] for v in visitors],
+                day_units=[units[v.id or 0][1] for v in visitors],
+                visitor_ids=[v.id_hash for v in visitors],
+                owner=owner_id,
+                reservation=visitors[0].reservation_id if visitors else "",
+            )
+        except CapacityUnavailable:
+            # The reconciler compares Redis with SQL and returns what leaked.
+            log.warning("move not undone: Redis unreachable for %s", new.site_day)
 
     async def expire_due(self, *, limit: int = 200) -> int:
         """The sweeper's step: expire holds past their deadline and return their places."""

@@ -28,6 +28,7 @@ from capacity.errors import (
     SiteClosed,
     SlotNotCounted,
     SoldOut,
+    TidegateError,
 )
 from capacity.keys import SiteDay, open_holds
 
@@ -167,6 +168,7 @@ class Counters:
         self._rebuild: AsyncScript = redis.register_script(_load("rebuild.lua"))
         self._set_capacity: AsyncScript = redis.register_script(_load("set_capacity.lua"))
         self._claim_hold: AsyncScript = redis.register_script(_load("claim_hold.lua"))
+        self._move: AsyncScript = redis.register_script(_load("move.lua"))
 
     @property
     def redis(self) -> Redis:
@@ -197,47 +199,29 @@ class Counters:
         if status == "ok":
             units = [int(u) for u in reply[2:]]
             return Allocation(tuple(units[:n]), tuple(units[n:]))
-        if status == "sold-out":
-            slot_left, day_left = int(reply[1]), int(reply[2])
-            raise SoldOut(
-                f"{n} asked for; left: {slot_left} in this slot, {day_left} this day",
-                slot_left=slot_left,
-                day_left=day_left,
-            )
-        if status == "duplicate":
-            index = int(reply[1])
-            if reply[2] == "party":
-                detail = f"visitor {index} is named twice in this party"
-            else:
-                detail = (
-                    f"visitor {index} already holds a place at {site_day.site} "
-                    f"on {site_day.visit_date.isoformat()}"
-                )
-            raise DuplicateVisitor(detail, visitor_index=index - 1)
-        if status == "window":
-            opens_at, closes_at = _instant(reply[1]), _instant(reply[2])
-            raise OutsideBookingWindow(
-                f"on sale from {opens_at.isoformat()} until {closes_at.isoformat()}",
-                sales_open_at=opens_at,
-                sales_close_at=closes_at,
-            )
-        if status == "party-too-large":
-            raise PartyTooLarge(
-                f"{n} visitors asked for; at most {reply[1]} per reservation here",
-                max_party_size=int(reply[1]),
-            )
-        if status == "account-limit":
-            raise AccountLimitReached(
-                f"this account has reached its limit of {reply[1]} reservations at "
-                f"{site_day.site} on {site_day.visit_date.isoformat()}",
-                limit=int(reply[1]),
-                per="site-day",
-            )
-        if status == "closed":
-            raise SiteClosed()
-        if status == "no-slot":
-            raise SlotNotCounted()
-        raise CapacityUnavailable(f"counters of {site_day} are being rebuilt")
+        raise _refusal(reply, site_day, n)
+
+    async def move(
+        self,
+        site_day: SiteDay,
+        old_slot: str,
+        new_slot: str,
+        *,
+        slot_units: Sequence[int],
+        now: datetime,
+    ) -> tuple[int, ...]:
+        """Move a party between two slots of one site-day in one step: the new slot's units
+        are taken and the old ones given back, or nothing changes (and the reason is raised).
+        The party keeps its day units. Returns the new slot units, in the party's order."""
+        n = len(slot_units)
+        reply = await self._call(
+            self._move,
+            site_day.move_keys(old_slot, new_slot),
+            [to_millis(now), n, *slot_units],
+        )
+        if reply[0] == "ok":
+            return tuple(int(u) for u in reply[2:])
+        raise _refusal(reply, site_day, n)
 
     async def release(
         self,
@@ -463,3 +447,49 @@ def _instant(millis: Any) -> datetime:
 def _taken(hwm: Any, free: Sequence[Any]) -> frozenset[int]:
     freed = {int(unit) for unit in free}
     return frozenset(u for u in range(1, int(hwm or 0) + 1) if u not in freed)
+
+
+def _refusal(reply: Sequence[Any], site_day: SiteDay, n: int) -> TidegateError:
+    """The error a script's refusal stands for."""
+    status = reply[0]
+    if status == "sold-out":
+        slot_left, day_left = int(reply[1]), int(reply[2])
+        return SoldOut(
+            f"{n} asked for; left: {slot_left} in this slot, {day_left} this day",
+            slot_left=slot_left,
+            day_left=day_left,
+        )
+    if status == "duplicate":
+        index = int(reply[1])
+        if reply[2] == "party":
+            detail = f"visitor {index} is named twice in this party"
+        else:
+            detail = (
+                f"visitor {index} already holds a place at {site_day.site} "
+                f"on {site_day.visit_date.isoformat()}"
+            )
+        return DuplicateVisitor(detail, visitor_index=index - 1)
+    if status == "window":
+        opens_at, closes_at = _instant(reply[1]), _instant(reply[2])
+        return OutsideBookingWindow(
+            f"on sale from {opens_at.isoformat()} until {closes_at.isoformat()}",
+            sales_open_at=opens_at,
+            sales_close_at=closes_at,
+        )
+    if status == "party-too-large":
+        return PartyTooLarge(
+            f"{n} visitors asked for; at most {reply[1]} per reservation here",
+            max_party_size=int(reply[1]),
+        )
+    if status == "account-limit":
+        return AccountLimitReached(
+            f"this account has reached its limit of {reply[1]} reservations at "
+            f"{site_day.site} on {site_day.visit_date.isoformat()}",
+            limit=int(reply[1]),
+            per="site-day",
+        )
+    if status == "closed":
+        return SiteClosed()
+    if status == "no-slot":
+        return SlotNotCounted()
+    return CapacityUnavailable(f"counters of {site_day} are being rebuilt")

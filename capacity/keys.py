@@ -95,6 +95,17 @@ class SiteDay:
             self.owners,
         ]
 
+    def move_keys(self, old_slot: str, new_slot: str) -> list[str]:
+        """The six keys of move.lua, in its order."""
+        return [
+            self.epoch,
+            self.day,
+            self.slot(old_slot),
+            self.slot_free(old_slot),
+            self.slot(new_slot),
+            self.slot_free(new_slot),
+        ]
+
 
 def open_holds(account: str) -> str:
     """Sorted set of one account's open holds ("site reservation", scored by hold expiry),

@@ -17,7 +17,7 @@ from service.runtime import Runtime
 
 BOOKINGS = Counter(
     "tidegate_bookings_total",
-    "Reservation changes that succeeded: held, confirmed, cancelled",
+    "Reservation changes that succeeded: held, confirmed, cancelled, rescheduled",
     ["change"],
 )
 REFUSALS = Counter("tidegate_refusals_total", "Requests refused, by problem code", ["code"])

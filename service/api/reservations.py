@@ -9,14 +9,16 @@ from fastapi import Depends, Query, Response
 from booking.errors import (
     HoldExpired,
     IdempotencyKeyReused,
+    InvalidRequest,
     InvalidTransition,
     NotFound,
     RequestInFlight,
     Unauthorized,
 )
-from booking.schemas import HoldRequest, ReservationPublic
+from booking.schemas import HoldRequest, RescheduleRequest, ReservationPublic
 from booking.service import Receipt
 from capacity.errors import (
+    AccountLimitReached,
     CapacityUnavailable,
     DuplicateVisitor,
     OutsideBookingWindow,
@@ -120,6 +122,42 @@ async def cancel(
         idempotency=idempotency(runtime, tourist, key, f"cancel {reservation_id}"),
     )
     return _answer(receipt, response, "cancelled")
+
+
+@router.post(
+    "/{reservation_id}/reschedule",
+    dependencies=[Depends(HOLDS)],
+    response_model=ReservationPublic,
+    responses=problem_responses(
+        *_COMMON,
+        HoldExpired,
+        InvalidTransition,
+        InvalidRequest,
+        SoldOut,
+        DuplicateVisitor,
+        OutsideBookingWindow,
+        SiteClosed,
+        AccountLimitReached,
+    ),
+)
+async def reschedule(
+    reservation_id: str,
+    body: RescheduleRequest,
+    response: Response,
+    runtime: RuntimeDep,
+    tourist: TouristDep,
+    key: IdempotencyKeyHeader = None,
+) -> ReservationPublic:
+    """Move a held or confirmed reservation to another slot of its site, keeping its
+    visitors: the new places are taken and the old ones given back together, or nothing
+    changes (a full slot answers `409 sold-out` with alternatives)."""
+    receipt = await runtime.booking.reschedule(
+        owner_id=tourist.actor,
+        reservation_id=reservation_id,
+        slot_id=body.slot_id,
+        idempotency=idempotency(runtime, tourist, key, f"reschedule {reservation_id}", body),
+    )
+    return _answer(receipt, response, "rescheduled")
 
 
 @router.get("", response_model=list[ReservationPublic], responses=problem_responses(Unauthorized))

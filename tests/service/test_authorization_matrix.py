@@ -99,6 +99,7 @@ POST /v1/reservations                                    201  201  403  403  403
 GET /v1/reservations                                     200  200  403  403  403  403  403  403  401
 POST /v1/reservations/{reservation_id}/confirm           200  404  403  403  403  403  403  403  401
 POST /v1/reservations/{reservation_id}/cancel            200  404  403  403  403  403  403  403  401
+POST /v1/reservations/{reservation_id}/reschedule        200  404  403  403  403  403  403  403  401
 GET /v1/reservations/{reservation_id}                    200  404  403  403  403  403  403  403  401
 GET /v1/reservations/{reservation_id}/ticket             200  404  403  403  403  403  403  403  401
 POST /v1/gates/{gate_id}/scans                           403  403  403  403  403  200  403  403  401
@@ -447,6 +448,12 @@ async def _confirm(world: World, who: str) -> Sample:
 @sample("POST /v1/reservations/{reservation_id}/cancel")
 async def _cancel(world: World, who: str) -> Sample:
     return Sample(f"/v1/reservations/{world.reservation_id}/cancel")
+
+
+@sample("POST /v1/reservations/{reservation_id}/reschedule")
+async def _reschedule(world: World, who: str) -> Sample:
+    body = {"slot_id": "yonghe-temple.2026-12-01.1200"}
+    return Sample(f"/v1/reservations/{world.reservation_id}/reschedule", json=body)
 
 
 @sample("GET /v1/reservations/{reservation_id}")

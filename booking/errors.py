@@ -120,3 +120,15 @@ class NotInside(ScanRefused):
 
 class UnknownVisitor(ScanRefused):
     code, status, title = "unknown-visitor", 422, "No such visitor in this party"
+
+
+class SlotHasRoom(TidegateError):
+    code, status, title = "slot-has-room", 409, "The slot has places: book them instead"
+
+
+class WaitlistClosed(TidegateError):
+    code, status, title = "waitlist-closed", 409, "This slot takes no waitlist now"
+
+
+class AlreadyWaiting(TidegateError):
+    code, status, title = "already-waiting", 409, "This account already waits for this slot"

@@ -327,3 +327,32 @@ class SalesStop(SQLModel, table=True):
     visit_date: date = Field(primary_key=True)
     at: datetime = _instant()
     reason: str = Field(max_length=200)
+
+
+class WaitlistStatus(StrEnum):
+    waiting = "waiting"
+    offering = "offering"  # a worker is making its hold
+    offered = "offered"  # a hold was made: `reservation_id`
+    left = "left"  # the entrant left the line
+    closed = "closed"  # the slot's sales ended before places came back
+
+
+class WaitlistEntry(SQLModel, table=True):
+    """A party waiting for a full slot, first come first served. Its visitors are kept as a
+    booking keeps them (keyed hash, masked number), never with their ID numbers."""
+
+    __tablename__: ClassVar[str] = "waitlist_entry"
+    __table_args__ = (sa.Index("ix_waitlist_line", "slot_id", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    public_id: str = Field(unique=True, max_length=32)
+    owner_id: str = Field(foreign_key="account.id", index=True, max_length=32)
+    site_id: str = Field(max_length=64)
+    slot_id: str = Field(foreign_key="slot.id", max_length=100)
+    visit_date: date
+    party_size: int
+    visitors: list[dict[str, str]] = Field(sa_column=Column(JSON, nullable=False))
+    status: WaitlistStatus = Field(default=WaitlistStatus.waiting, sa_type=sa.String(10))
+    reservation_id: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _instant()
+    updated_at: datetime = _instant()

@@ -734,3 +734,21 @@ class CapacityPlanPublic(BaseModel):
     slot_quotas: list[SlotQuota]
     peak_forecast_inside: float  # people inside at the busiest moment if every quota sells
     applied: bool
+
+
+class WaitlistRequest(HoldRequest):
+    """The party that waits: the same as for a hold."""
+
+
+class WaitlistPublic(BaseModel):
+    id: str
+    status: str  # waiting, offering, offered, left, closed
+    site: str
+    slot_id: str
+    date: date
+    party_size: int
+    position: int | None  # 1 = next in line; only while waiting
+    reservation_id: str | None  # the hold offered, once offered
+    offer_expires_at: datetime | None  # confirm the offered hold before this
+    visitors: list[VisitorPublic]
+    created_at: datetime

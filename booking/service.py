@@ -46,6 +46,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Named:
+    """A visitor as tidegate keeps them: the keyed hash and the masked ID number, never the
+    number itself (a waitlist entry holds its visitors this way until its offer)."""
+
+    name: str
+    id_type: str
+    id_hash: str
+    id_masked: str
+
+
+@dataclass(frozen=True, slots=True)
 class Idempotency:
     """An `Idempotency-Key` and the fingerprint of the request that carried it."""
 
@@ -104,7 +115,7 @@ class Booking:
         ref = parse_slot_id(slot_id)
         if ref is None:
             raise NotFound(f"no slot {slot_id}")
-        id_hashes = [self._hasher.hash(v.id_type, v.id_number) for v in visitors]
+        id_hashes = self.hash_ids(visitors)
         async with self._idempotent(idempotency) as attempt:
             if attempt.replay is not None:
                 return attempt.replay
@@ -113,17 +124,33 @@ class Booking:
                 return public
             return await self._finish(attempt, public)
 
+    async def hold_offered(
+        self, *, owner_id: str, slot_id: str, visitors: Sequence[Named]
+    ) -> ReservationPublic:
+        """A hold the waitlist gives the first in line when places come back. It is not one
+        the account asked for, so it does not count against the account's open holds; the
+        per-ID and per-day rules apply as to any hold."""
+        ref = parse_slot_id(slot_id)
+        if ref is None:
+            raise NotFound(f"no slot {slot_id}")
+        times = await self._catalog.slot_times(ref.id)
+        claim = _Claim(owner_id, ref.site_day.site, new_id())
+        held = await self._hold_claimed(claim, ref, visitors, None, self._clock.now(), times)
+        assert isinstance(held, ReservationPublic)  # no idempotency key: never a replay
+        return held
+
     async def _hold(
         self,
         owner_id: str,
         ref: SlotRef,
         visitors: Sequence[VisitorIn],
-        id_hashes: list[str],
+        id_hashes: Sequence[str],
         idempotency: Idempotency | None,
     ) -> ReservationPublic | Receipt:
         now = self._clock.now()
         times = await self._catalog.slot_times(ref.id)
         self._check_born(visitors, today=now.astimezone(times[0].tzinfo).date())
+        named = self.named(visitors, id_hashes)
         reservation_id = new_id()
         site = ref.site_day.site
         await self._counters.claim_hold(
@@ -136,9 +163,7 @@ class Booking:
         )
         claim = _Claim(owner_id, site, reservation_id)
         try:
-            held = await self._hold_claimed(
-                claim, ref, visitors, id_hashes, idempotency, now, times
-            )
+            held = await self._hold_claimed(claim, ref, named, idempotency, now, times)
         except BaseException:
             if not claim.saved:
                 await asyncio.shield(self._end_holds([claim.key]))
@@ -151,13 +176,13 @@ class Booking:
         self,
         claim: _Claim,
         ref: SlotRef,
-        visitors: Sequence[VisitorIn],
-        id_hashes: list[str],
+        visitors: Sequence[Named],
         idempotency: Idempotency | None,
         now: datetime,
         times: tuple[datetime, datetime],
     ) -> ReservationPublic | Receipt:
         owner_id, reservation_id = claim.owner, claim.reservation
+        id_hashes = [v.id_hash for v in visitors]
         for attempt in (1, 2):
             allocation = await self._allocate(
                 ref, id_hashes, now, len(visitors), times, owner_id, reservation_id
@@ -172,7 +197,7 @@ class Booking:
                 end=times[1],
                 party_size=len(visitors),
                 visitors=[
-                    VisitorPublic(name=v.name, id_type=v.id_type, id_number_masked=self._mask(v))
+                    VisitorPublic(name=v.name, id_type=v.id_type, id_number_masked=v.id_masked)
                     for v in visitors
                 ],
                 expires_at=now + self._hold_ttl,
@@ -181,8 +206,7 @@ class Booking:
             pending = PendingHold(
                 reservation=self._reservation_row(public, owner_id, idempotency, now),
                 visitors=[
-                    self._visitor_row(public, i, v, id_hashes[i], allocation)
-                    for i, v in enumerate(visitors)
+                    self._visitor_row(public, i, v, allocation) for i, v in enumerate(visitors)
                 ],
                 record=_record_row(idempotency, 201, public, now) if idempotency else None,
             )
@@ -707,9 +731,20 @@ class Booking:
 
     # rows --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _mask(visitor: VisitorIn) -> str:
-        return mask_id_number(visitor.id_type, visitor.id_number)
+    def named(self, visitors: Sequence[VisitorIn], id_hashes: Sequence[str]) -> Sequence[Named]:
+        """Visitors as kept: hashed and masked; their ID numbers go no further."""
+        return [
+            Named(
+                name=v.name,
+                id_type=v.id_type.value,
+                id_hash=id_hash,
+                id_masked=mask_id_number(v.id_type, v.id_number),
+            )
+            for v, id_hash in zip(visitors, id_hashes, strict=True)
+        ]
+
+    def hash_ids(self, visitors: Sequence[VisitorIn]) -> Sequence[str]:
+        return [self._hasher.hash(v.id_type, v.id_number) for v in visitors]
 
     def _reservation_row(
         self,
@@ -736,8 +771,7 @@ class Booking:
     def _visitor_row(
         public: ReservationPublic,
         position: int,
-        visitor: VisitorIn,
-        id_hash: str,
+        visitor: Named,
         allocation: Allocation,
     ) -> dict[str, object]:
         return {
@@ -747,9 +781,9 @@ class Booking:
             "visit_date": public.date,
             "position": position,
             "name": visitor.name,
-            "id_type": visitor.id_type.value,
-            "id_hash": id_hash,
-            "id_masked": public.visitors[position].id_number_masked,
+            "id_type": visitor.id_type,
+            "id_hash": visitor.id_hash,
+            "id_masked": visitor.id_masked,
             "slot_unit": allocation.slot_units[position],
             "day_unit": allocation.day_units[position],
             "active": True,

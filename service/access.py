@@ -3,8 +3,8 @@ route that does not, and the policy's name is published in the OpenAPI as `x-acc
 
 Site scope, one rule everywhere: a staff token acting on a site outside its scope is answered
 `403 forbidden` (the catalog is public, so hiding a site's existence behind a 404 would protect
-nothing). A tourist asking for somebody else's reservation is answered `404 not-found`, as if
-it did not exist: reservations are private.
+nothing). A tourist asking for somebody else's reservation or waitlist entry is answered
+`404 not-found`, as if it did not exist: they are private.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from service.api import (
     sites,
     tickets,
     tokens,
+    waitlist,
 )
 from service.bodies import BodyRules
 from service.metrics import RequestTimer
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         manage,
         accounts,
         reservations,
+        waitlist,
         tickets,
         crowd,
         live,

@@ -25,6 +25,8 @@ async def sweep_once(runtime: Runtime) -> int:
     # A hold admitted just before its slot closed and written just after: the closure did
     # not see it, the sweeper does.
     await runtime.management.cancel_on_closed()
+    # Places that came back (expiries, cancellations, raised caps) go to the waitlists' heads.
+    await runtime.waitlist.offer()
     return expired
 
 

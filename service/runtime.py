@@ -26,6 +26,7 @@ from booking.reconcile import Reconciler
 from booking.service import Booking
 from booking.sites import Catalog
 from booking.tickets import TicketSigner
+from booking.waitlist import Waitlist
 from capacity.clock import Clock
 from capacity.counters import Counters
 from capacity.occupancy import Occupancy
@@ -74,6 +75,7 @@ class Runtime:
     booking: Booking
     management: Management
     crowd: Crowd
+    waitlist: Waitlist
     gates: Gates
     accounts: Accounts
     hasher: IdHasher
@@ -139,6 +141,7 @@ class Runtime:
                 clock=clock,
             ),
             crowd=crowd,
+            waitlist=Waitlist(sessions=sessions, booking=booking, counters=counters, clock=clock),
             management=Management(
                 sessions=sessions,
                 counters=counters,

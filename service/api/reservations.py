@@ -121,6 +121,9 @@ async def cancel(
         reservation_id=reservation_id,
         idempotency=idempotency(runtime, tourist, key, f"cancel {reservation_id}"),
     )
+    if not receipt.replayed:
+        # The places went back on sale: the slot's waitlist is served first.
+        await runtime.waitlist.offer([receipt.reservation.slot_id])
     return _answer(receipt, response, "cancelled")
 
 

@@ -11,7 +11,7 @@ from booking.errors import Forbidden, NotFound, Unauthorized
 from booking.schemas import SitePublic, SlotPatch, SlotPublic
 from service import access
 from service.access import ANYONE, SlotManagerDep
-from service.deps import CatalogDep
+from service.deps import CatalogDep, RuntimeDep
 from service.errors import problem_responses
 from service.throttling import READS
 
@@ -73,7 +73,10 @@ async def get_slot(slot_id: str, catalog: CatalogDep) -> SlotPublic:
     responses=problem_responses(NotFound, Unauthorized, Forbidden),
 )
 async def change_slot(
-    slot_id: str, body: SlotPatch, catalog: CatalogDep, staff: SlotManagerDep
+    slot_id: str, body: SlotPatch, catalog: CatalogDep, runtime: RuntimeDep, staff: SlotManagerDep
 ) -> SlotPublic:
     """Change a slot's capacity (its site's managers, admins); lowering it cancels nobody."""
-    return await catalog.set_slot_capacity(slot_id, body.capacity, actor=staff.actor)
+    await catalog.set_slot_capacity(slot_id, body.capacity, actor=staff.actor)
+    # A raised cap serves the slot's waitlist first.
+    await runtime.waitlist.offer([slot_id])
+    return await catalog.slot(slot_id)

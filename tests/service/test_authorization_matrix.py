@@ -101,6 +101,9 @@ POST /v1/reservations/{reservation_id}/confirm           200  404  403  403  403
 POST /v1/reservations/{reservation_id}/cancel            200  404  403  403  403  403  403  403  401
 POST /v1/reservations/{reservation_id}/reschedule        200  404  403  403  403  403  403  403  401
 GET /v1/reservations/{reservation_id}                    200  404  403  403  403  403  403  403  401
+POST /v1/waitlist                                        201  201  403  403  403  403  403  403  401
+GET /v1/waitlist/{entry_id}                              200  404  403  403  403  403  403  403  401
+DELETE /v1/waitlist/{entry_id}                           204  404  403  403  403  403  403  403  401
 GET /v1/reservations/{reservation_id}/ticket             200  404  403  403  403  403  403  403  401
 POST /v1/gates/{gate_id}/scans                           403  403  403  403  403  200  403  403  401
 GET /v1/sites/{site_id}/occupancy                        403  403  200  403  200  403  200  403  401
@@ -147,7 +150,8 @@ def documented(policy: str, success: int, operation: str) -> dict[str, int]:
         return dict.fromkeys(PRINCIPALS, success)
     refused = dict.fromkeys(PRINCIPALS, 403) | {ANONYMOUS: 401}
     if policy == access.TOURIST.name:
-        private = "{reservation_id}" in operation  # somebody else's: as if it did not exist
+        # Somebody else's reservation or waitlist entry: as if it did not exist.
+        private = "{reservation_id}" in operation or "{entry_id}" in operation
         return refused | {OWNER: success, TOURIST: 404 if private else success}
     if policy == access.SITE_MANAGER.name:
         return refused | {MANAGER: success, ADMIN: success}
@@ -459,6 +463,43 @@ async def _reschedule(world: World, who: str) -> Sample:
 @sample("GET /v1/reservations/{reservation_id}")
 async def _read_reservation(world: World, who: str) -> Sample:
     return Sample(f"/v1/reservations/{world.reservation_id}")
+
+
+# Waitlists: the owner waits for a full slot (13:00 or 14:00, their caps made 0).
+
+_ENTRIES: dict[str, str] = {}
+
+
+@sample("POST /v1/waitlist")
+async def _join_waitlist(world: World, who: str) -> Sample:
+    slot = "yonghe-temple.2026-12-01.1300"
+    await as_admin(world, "PATCH", f"/v1/slots/{slot}", json={"capacity": 0})
+    return Sample("/v1/waitlist", json={"slot_id": slot, "visitors": [visitor()]})
+
+
+async def owners_entry(world: World) -> str:
+    """The owner's waitlist entry in this world, made once."""
+    if world.reservation_id not in _ENTRIES:
+        slot = "yonghe-temple.2026-12-01.1400"
+        await as_admin(world, "PATCH", f"/v1/slots/{slot}", json={"capacity": 0})
+        joined = await world.client.post(
+            "/v1/waitlist",
+            json={"slot_id": slot, "visitors": [visitor()]},
+            headers=world.headers[OWNER],
+        )
+        assert joined.status_code == 201, joined.text
+        _ENTRIES[world.reservation_id] = joined.json()["id"]
+    return _ENTRIES[world.reservation_id]
+
+
+@sample("GET /v1/waitlist/{entry_id}")
+async def _read_entry(world: World, who: str) -> Sample:
+    return Sample(f"/v1/waitlist/{await owners_entry(world)}")
+
+
+@sample("DELETE /v1/waitlist/{entry_id}")
+async def _leave_waitlist(world: World, who: str) -> Sample:
+    return Sample(f"/v1/waitlist/{await owners_entry(world)}")
 
 
 # Tickets and gates.

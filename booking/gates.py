@@ -161,7 +161,7 @@ class Gates:
             # Counted from SQL before the scan's own transaction (one connection on SQLite).
             today = SiteDay(gate_site, now.astimezone(zone(site.timezone)).date())
             if await self._occupancy.inside(today) is None:
-                await self.rebuild_occupancy(today)
+                await self.rebuild_occupancy(today, only_if_missing=True)
         async with self._sessions() as session, session.begin():
             reservation = await repo.get_reservation(session, rid)
             if reservation is None:  # pragma: no cover - a genuine code names a reservation
@@ -263,7 +263,7 @@ class Gates:
         try:
             await self._occupancy.leave(site_day, gate_id, people, minute=minute)
         except NotCounted:
-            await self.rebuild_occupancy(site_day)
+            await self.rebuild_occupancy(site_day, only_if_missing=True)
         except CapacityUnavailable:
             log.warning("exit not counted: Redis unreachable for %s", site_day)
 
@@ -341,7 +341,7 @@ class Gates:
         site_day = SiteDay(site_id, now.astimezone(zone(site.timezone)).date())
         count = await self._occupancy.count(site_day)
         if count is None:
-            await self.rebuild_occupancy(site_day)
+            await self.rebuild_occupancy(site_day, only_if_missing=True)
             count = await self._occupancy.count(site_day) or Count(0, 0)
         inside = count.inside
         loads = _loads(site, count.inside, count.entered)
@@ -526,8 +526,9 @@ class Gates:
         """Each site-day's alert level: Redis reads only, polled to push level changes."""
         return {d.site: await self._occupancy.level(d) or "green" for d in site_days}
 
-    async def rebuild_occupancy(self, site_day: SiteDay) -> None:
-        """Count the people inside and each gate's flow again from SQL."""
+    async def rebuild_occupancy(self, site_day: SiteDay, *, only_if_missing: bool = False) -> None:
+        """Count the people inside and each gate's flow again from SQL (with
+        `only_if_missing`: unless another scan has just done so)."""
         async with self._sessions() as session:
             site = await repo.get_site(session, site_day.site)
             if site is None:
@@ -542,7 +543,13 @@ class Gates:
         for at, gate_id, direction, people in scans:
             key = (_minute(at, site), gate_id, "in" if direction == "entry" else "out")
             flows[key] += people
-        await self._occupancy.rebuild(site_day, inside=inside, entered=entered, flows=flows)
+        await self._occupancy.rebuild(
+            site_day,
+            inside=inside,
+            entered=entered,
+            flows=flows,
+            only_if_missing=only_if_missing,
+        )
 
     async def _window(self, site: Site, slot_id: str) -> tuple[datetime, datetime]:
         start, end = await self._catalog.slot_times(slot_id)

@@ -31,6 +31,7 @@ class PendingHold:
     reservation: dict[str, Any]
     visitors: list[dict[str, Any]]
     record: dict[str, Any] | None = None
+    event: dict[str, Any] | None = None  # the `reservation.held` outbox row
     committed: bool = False
     settled: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -107,6 +108,7 @@ class HoldLedger:
                 [hold.reservation for hold in batch],
                 [row for hold in batch for row in hold.visitors],
                 [hold.record for hold in batch if hold.record is not None],
+                [hold.event for hold in batch if hold.event is not None],
             )
 
 

@@ -321,6 +321,18 @@ class Management:
                 {"closed_reason": before},
                 {"closed_reason": reason},
             )
+            session.add(
+                OutboxEvent(
+                    at=self._clock.now(),
+                    topic="site.closed",
+                    site_id=site_id,
+                    payload={
+                        "site": site_id,
+                        "reason": reason,
+                        "from": self._today(site).isoformat(),
+                    },
+                )
+            )
             slots = await repo.slots_from(session, site_id, self._today(site))
         return await self._close(
             site_id, [s.id for s in slots], reason, actor, "site.close.slots", site_id

@@ -356,3 +356,58 @@ class WaitlistEntry(SQLModel, table=True):
     reservation_id: str | None = Field(default=None, max_length=32)
     created_at: datetime = _instant()
     updated_at: datetime = _instant()
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """Where an app (for its account's events) or a site's staff (for a site's events) wants
+    events delivered. The secret signs each delivery; it is shown once, at creation."""
+
+    __tablename__: ClassVar[str] = "webhook_subscription"
+
+    id: str = Field(primary_key=True, max_length=32)
+    account_id: str | None = Field(default=None, max_length=32, index=True)
+    site_id: str | None = Field(default=None, max_length=64, index=True)
+    url: str = Field(max_length=2000)
+    secret: str = Field(max_length=100)
+    topics: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    created_by: str = Field(max_length=100)
+    created_at: datetime = _instant()
+    disabled_at: datetime | None = _instant(default=None)
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"  # gave up after the last retry; a replay tries again
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one subscription, and what became of it: the delivery log."""
+
+    __tablename__: ClassVar[str] = "webhook_delivery"
+    __table_args__ = (
+        sa.UniqueConstraint("subscription_id", "event_id"),
+        sa.Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: str = Field(foreign_key="webhook_subscription.id", max_length=32)
+    event_id: int = Field(foreign_key="outbox_event.id")
+    topic: str = Field(max_length=60)
+    status: DeliveryStatus = Field(default=DeliveryStatus.pending, sa_type=sa.String(10))
+    attempts: int = 0
+    next_attempt_at: datetime = _instant()
+    lease_until: datetime | None = _instant(default=None)
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, max_length=300)
+    delivered_at: datetime | None = _instant(default=None)
+    created_at: datetime = _instant()
+
+
+class WebhookCursor(SQLModel, table=True):
+    """The last outbox event fanned out to the subscriptions."""
+
+    __tablename__: ClassVar[str] = "webhook_cursor"
+
+    name: str = Field(primary_key=True, max_length=20)
+    last_event_id: int = 0

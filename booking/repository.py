@@ -18,6 +18,7 @@ from booking.models import (
     AuditEvent,
     Gate,
     IdempotencyRecord,
+    OutboxEvent,
     Registration,
     Reservation,
     ReservationStatus,
@@ -210,12 +211,16 @@ async def add_holds(
     reservations: list[dict[str, Any]],
     visitors: list[dict[str, Any]],
     records: list[dict[str, Any]],
+    events: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """Insert holds with their visitors and idempotency records (Core inserts: no ORM state)."""
+    """Insert holds with their visitors, idempotency records and outbox events (Core inserts:
+    no ORM state)."""
     await connection.execute(Reservation.__table__.insert(), reservations)  # type: ignore[attr-defined]
     await connection.execute(Visitor.__table__.insert(), visitors)  # type: ignore[attr-defined]
     if records:
         await connection.execute(IdempotencyRecord.__table__.insert(), records)  # type: ignore[attr-defined]
+    if events:
+        await connection.execute(OutboxEvent.__table__.insert(), events)  # type: ignore[attr-defined]
 
 
 async def get_reservation(

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AnyHttpUrl,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -752,3 +753,59 @@ class WaitlistPublic(BaseModel):
     offer_expires_at: datetime | None  # confirm the offered hold before this
     visitors: list[VisitorPublic]
     created_at: datetime
+
+
+# What may leave the service by webhook. Verification codes and registration attempts never do.
+WEBHOOK_TOPICS = frozenset(
+    {
+        "reservation.held",
+        "reservation.confirmed",
+        "reservation.cancelled",
+        "reservation.expired",
+        "reservation.rescheduled",
+        "reservation.cancelled_by_site",
+        "waitlist.offered",
+        "waitlist.closed",
+        "site.alert_level",
+        "site.closed",
+    }
+)
+
+
+class SubscriptionRequest(Strict):
+    url: AnyHttpUrl
+    topics: list[Annotated[str, StringConstraints(max_length=60)]] = Field(
+        default_factory=list, max_length=20, description="Topics to receive; none: all"
+    )
+
+    @field_validator("topics")
+    @classmethod
+    def _known(cls, topics: list[str]) -> list[str]:
+        unknown = sorted(set(topics) - WEBHOOK_TOPICS)
+        if unknown:
+            raise PydanticCustomError(
+                "known-topic", "unknown topics: {unknown}", {"unknown": ", ".join(unknown)}
+            )
+        return topics
+
+
+class SubscriptionPublic(BaseModel):
+    id: str
+    url: str
+    topics: list[str]
+    account: str | None
+    site: str | None
+    created_at: datetime
+    secret: str | None = None  # only in the answer that created it
+
+
+class DeliveryPublic(BaseModel):
+    id: int
+    event_id: int
+    topic: str
+    status: str  # pending, delivered, failed
+    attempts: int
+    next_attempt_at: datetime
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -124,6 +125,11 @@ class Booking:
                 return public
             return await self._finish(attempt, public)
 
+    async def check_visitors(self, slot_id: str, visitors: Sequence[VisitorIn]) -> None:
+        """The checks a hold makes of its visitors before any place is taken."""
+        times = await self._catalog.slot_times(slot_id)
+        self._check_born(visitors, today=self._clock.now().astimezone(times[0].tzinfo).date())
+
     async def hold_offered(
         self, *, owner_id: str, slot_id: str, visitors: Sequence[Named]
     ) -> ReservationPublic:
@@ -209,6 +215,7 @@ class Booking:
                     self._visitor_row(public, i, v, allocation) for i, v in enumerate(visitors)
                 ],
                 record=_record_row(idempotency, 201, public, now) if idempotency else None,
+                event=_event_row("reservation.held", public, owner_id, now),
             )
             try:
                 await self._ledger.write(pending)
@@ -354,6 +361,7 @@ class Booking:
                         ticket_secret=secrets.token_urlsafe(32),
                     )
                     public = await self._public(session, reservation_id)
+                    session.add(_event("reservation.confirmed", public, owner_id, now))
                     if idempotency is not None:
                         await self._record(session, idempotency, 200, public, now)
                     confirmed = True
@@ -394,6 +402,7 @@ class Booking:
                     )
                 visitors = list(await repo.visitors_of(session, changed))
                 public = await self._public(session, reservation_id)
+                session.add(_event("reservation.cancelled", public, owner_id, now))
                 if idempotency is not None:
                     await self._record(session, idempotency, 200, public, now)
             await self._release(visitors, {reservation_id: owner_id})
@@ -467,20 +476,10 @@ class Booking:
                     )
                     if not moved:
                         raise InvalidTransition(f"{reservation_id} changed meanwhile: try again")
-                    session.add(
-                        OutboxEvent(
-                            at=now,
-                            topic="reservation.rescheduled",
-                            site_id=new.site_day.site,
-                            payload={
-                                "reservation": reservation_id,
-                                "from": old.id,
-                                "to": new.id,
-                                "party_size": party,
-                            },
-                        )
-                    )
                     public = await self._public(session, reservation_id)
+                    session.add(
+                        _event("reservation.rescheduled", public, owner_id, now, moved_from=old.id)
+                    )
                     if idempotency is not None:
                         await self._record(session, idempotency, 200, public, now)
             except BaseException:
@@ -578,7 +577,13 @@ class Booking:
             to=ReservationStatus.expired,
             now=now,
         )
-        return list(await repo.visitors_of(session, changed)) if changed else []
+        if not changed:
+            return []
+        owners = await repo.owners_of(session, changed)
+        for reservation_id in changed:
+            public = await self._public(session, reservation_id)
+            session.add(_event("reservation.expired", public, owners[reservation_id], now))
+        return list(await repo.visitors_of(session, changed))
 
     async def _release(self, visitors: Sequence[Visitor], owners: dict[str, str]) -> None:
         """After commit: return the units of visitors that no longer hold places, and stop
@@ -877,3 +882,24 @@ def _record_row(
         "body": public.model_dump_json(),
         "created_at": now,
     }
+
+
+def _event_row(
+    topic: str, public: ReservationPublic, owner_id: str, now: datetime, **extra: Any
+) -> dict[str, Any]:
+    """An outbox row announcing a change of a reservation, in the change's transaction. The
+    payload is the reservation as its owner sees it (masked ID numbers only)."""
+    return {
+        "at": now,
+        "topic": topic,
+        "site_id": public.site,
+        "account_id": owner_id,
+        "payload": {"reservation": public.model_dump(mode="json"), **extra},
+        "delivered_at": None,
+    }
+
+
+def _event(
+    topic: str, public: ReservationPublic, owner_id: str, now: datetime, **extra: Any
+) -> OutboxEvent:
+    return OutboxEvent(**_event_row(topic, public, owner_id, now, **extra))

@@ -45,9 +45,7 @@ from capacity.errors import (
     SiteClosed,
     SlotNotCounted,
     SoldOut,
-    TidegateError,
 )
-from capacity.keys import SiteDay
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +93,7 @@ class Waitlist:
                 f"{len(visitors)} visitors asked for; at most {load.party_max} per reservation",
                 max_party_size=load.party_max,
             )
+        await self._booking.check_visitors(slot_id, visitors)
         id_hashes = self._booking.hash_ids(visitors)
         for index, id_hash in enumerate(id_hashes):
             if id_hash in id_hashes[:index]:
@@ -186,9 +185,11 @@ class Waitlist:
             if load is None:
                 return offered
             state = load.slots.get(ref.key)
-            if state is None or state.closed or to_millis(now) >= state.closes_at_ms:
-                # Closed by the site, or its sales ended: nobody waiting will be served.
-                await self._close_line(slot_id, now)
+            if state is None or state.closed or load.day.closed:
+                await self._close_line(slot_id, now, "slot-closed")
+                return offered
+            if to_millis(now) >= state.closes_at_ms:
+                await self._close_line(slot_id, now, "sales-ended")
                 return offered
             async with self._sessions() as session, session.begin():
                 head = (
@@ -211,13 +212,14 @@ class Waitlist:
                 )
             if not taken:
                 continue
-            if await self._serve(head, ref.site_day, now):
-                offered += 1
-            else:
+            outcome = await self._serve(head, now)
+            if outcome == "full":
                 return offered
+            offered += outcome == "offered"
 
-    async def _serve(self, entry: WaitlistEntry, site_day: SiteDay, now: datetime) -> bool:
-        """Make the head's hold; False when the slot turned out full again."""
+    async def _serve(self, entry: WaitlistEntry, now: datetime) -> str:
+        """Make the head's hold: "offered"; "refused" when this party cannot have the places
+        (the next one may); "full" when the slot turned out full again."""
         visitors = [Named(**v) for v in entry.visitors]
         try:
             held = await self._booking.hold_offered(
@@ -225,7 +227,7 @@ class Waitlist:
             )
         except SoldOut:
             await self._back_in_line(entry, now)
-            return False
+            return "full"
         except (SlotNotCounted, CapacityUnavailable):
             await self._back_in_line(entry, now)
             raise CapacityUnavailable("places are being recounted") from None
@@ -238,31 +240,45 @@ class Waitlist:
         ) as refused:
             # This party cannot have the places (one of its visitors booked elsewhere that
             # day, say): it leaves the line, and the next one is served.
-            await self._close(entry, now, refused)
-            return True
+            await self._close([entry], now, refused.code, [WaitlistStatus.offering])
+            return "refused"
         async with self._sessions() as session, session.begin():
-            await session.execute(
+            # Guarded: an entrant who left the line while the hold was being made gets none.
+            marked = await session.execute(
                 sa.update(WaitlistEntry)
-                .where(col(WaitlistEntry.id) == entry.id)
-                .values(status=WaitlistStatus.offered.value, reservation_id=held.id, updated_at=now)
-            )
-            session.add(
-                OutboxEvent(
-                    at=now,
-                    topic="waitlist.offered",
-                    site_id=entry.site_id,
-                    payload={
-                        "waitlist_entry": entry.public_id,
-                        "account": entry.owner_id,
-                        "reservation": held.id,
-                        "slot_id": entry.slot_id,
-                        "party_size": entry.party_size,
-                        "confirm_before": held.expires_at.isoformat() if held.expires_at else None,
-                    },
+                .where(
+                    col(WaitlistEntry.id) == entry.id,
+                    col(WaitlistEntry.status) == WaitlistStatus.offering.value,
                 )
+                .values(status=WaitlistStatus.offered.value, reservation_id=held.id, updated_at=now)
+                .returning(col(WaitlistEntry.id))
             )
+            kept = marked.scalar_one_or_none() is not None
+            if kept:
+                session.add(
+                    OutboxEvent(
+                        at=now,
+                        topic="waitlist.offered",
+                        site_id=entry.site_id,
+                        account_id=entry.owner_id,
+                        payload={
+                            "waitlist_entry": entry.public_id,
+                            "account": entry.owner_id,
+                            "reservation": held.id,
+                            "slot_id": entry.slot_id,
+                            "party_size": entry.party_size,
+                            "confirm_before": (
+                                held.expires_at.isoformat() if held.expires_at else None
+                            ),
+                        },
+                    )
+                )
+        if not kept:
+            # The places go back on sale, to the next in line first.
+            await self._booking.cancel(owner_id=entry.owner_id, reservation_id=held.id)
+            return "refused"
         log.info("waitlist of %s: offered %s to %s", entry.slot_id, held.id, entry.public_id)
-        return True
+        return "offered"
 
     async def _back_in_line(self, entry: WaitlistEntry, now: datetime) -> None:
         async with self._sessions() as session, session.begin():
@@ -270,36 +286,49 @@ class Waitlist:
                 session, [entry.id or 0], [WaitlistStatus.offering], WaitlistStatus.waiting, now
             )
 
-    async def _close(self, entry: WaitlistEntry, now: datetime, refused: TidegateError) -> None:
+    async def _close(
+        self,
+        entries: Sequence[WaitlistEntry],
+        now: datetime,
+        reason: str,
+        from_statuses: Sequence[WaitlistStatus],
+    ) -> None:
+        """Close entries that will not be served, and tell each entrant why."""
         async with self._sessions() as session, session.begin():
-            await _move(
-                session, [entry.id or 0], [WaitlistStatus.offering], WaitlistStatus.closed, now
-            )
-            session.add(
-                OutboxEvent(
-                    at=now,
-                    topic="waitlist.closed",
-                    site_id=entry.site_id,
-                    payload={
-                        "waitlist_entry": entry.public_id,
-                        "account": entry.owner_id,
-                        "slot_id": entry.slot_id,
-                        "reason": refused.code,
-                    },
+            for entry in entries:
+                if not await _move(
+                    session, [entry.id or 0], from_statuses, WaitlistStatus.closed, now
+                ):
+                    continue
+                session.add(
+                    OutboxEvent(
+                        at=now,
+                        topic="waitlist.closed",
+                        site_id=entry.site_id,
+                        account_id=entry.owner_id,
+                        payload={
+                            "waitlist_entry": entry.public_id,
+                            "account": entry.owner_id,
+                            "slot_id": entry.slot_id,
+                            "reason": reason,
+                        },
+                    )
                 )
-            )
 
-    async def _close_line(self, slot_id: str, now: datetime) -> None:
-        """The slot's sales ended: nobody waiting for it will be served."""
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                sa.update(WaitlistEntry)
-                .where(
-                    col(WaitlistEntry.slot_id) == slot_id,
-                    col(WaitlistEntry.status) == WaitlistStatus.waiting.value,
-                )
-                .values(status=WaitlistStatus.closed.value, updated_at=now)
+    async def _close_line(self, slot_id: str, now: datetime, reason: str) -> None:
+        """Nobody waiting for this slot will be served (its sales ended, or it closed)."""
+        async with self._sessions() as session:
+            waiting = list(
+                (
+                    await session.execute(
+                        sa.select(WaitlistEntry).where(
+                            col(WaitlistEntry.slot_id) == slot_id,
+                            col(WaitlistEntry.status) == WaitlistStatus.waiting.value,
+                        )
+                    )
+                ).scalars()
             )
+        await self._close(waiting, now, reason, [WaitlistStatus.waiting])
 
     # reading -----------------------------------------------------------------------------
 

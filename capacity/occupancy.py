@@ -66,6 +66,9 @@ class Occupancy:
         self._set_level: AsyncScript = redis.register_script(
             scripts.joinpath("set_level.lua").read_text("utf-8")
         )
+        self._build: AsyncScript = redis.register_script(
+            scripts.joinpath("build_occupancy.lua").read_text("utf-8")
+        )
 
     async def enter(
         self, site_day: SiteDay, gate: str, people: int, *, instant_cap: int, minute: int
@@ -154,20 +157,19 @@ class Occupancy:
         inside: int,
         entered: int,
         flows: Mapping[tuple[int, str, str], int],
-    ) -> None:
-        """Replace a site-day's counters with what SQL recorded, in one transaction (the
-        alert level is kept: it changes only with a recorded level change)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(site_day.occupancy, "people", "entered", "built")
-            pipe.delete(site_day.flow)
-            mapping = {"people": inside, "entered": entered, "built": 1}
-            pipe.hset(site_day.occupancy, mapping=mapping)  # type: ignore[arg-type]
-            if flows:
-                mapping = {f"{m}:{g}:{d}": n for (m, g, d), n in flows.items()}
-                pipe.hset(site_day.flow, mapping=mapping)  # type: ignore[arg-type]
-            pipe.expire(site_day.occupancy, FLOW_TTL_SECONDS)
-            pipe.expire(site_day.flow, FLOW_TTL_SECONDS)
-            try:
-                await pipe.execute()
-            except RedisError as error:
-                raise CapacityUnavailable("the occupancy counters are unreachable") from error
+        only_if_missing: bool = False,
+    ) -> bool:
+        """Set a site-day's counters to what SQL recorded, atomically (the alert level is
+        kept: it changes only with a recorded level change). With `only_if_missing`, counters
+        that exist are left alone (another scan built them first). Returns whether it wrote."""
+        pairs: list[str | int] = []
+        for (minute, gate, direction), count in flows.items():
+            pairs += [f"{minute}:{gate}:{direction}", count]
+        try:
+            wrote = await self._build(
+                keys=[site_day.occupancy, site_day.flow],
+                args=["1" if only_if_missing else "0", inside, entered, FLOW_TTL_SECONDS, *pairs],
+            )
+        except RedisError as error:
+            raise CapacityUnavailable("the occupancy counters are unreachable") from error
+        return bool(wrote)

@@ -24,6 +24,7 @@ from service.api import (
     tickets,
     tokens,
     waitlist,
+    webhooks,
 )
 from service.bodies import BodyRules
 from service.metrics import RequestTimer
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         accounts,
         reservations,
         waitlist,
+        webhooks,
         tickets,
         crowd,
         live,

@@ -30,6 +30,12 @@ async def sweep_once(runtime: Runtime) -> int:
     return expired
 
 
+async def webhooks_once(runtime: Runtime) -> int:
+    """New outbox events become deliveries; due deliveries are sent (with their retries)."""
+    await runtime.webhooks.fan_out()
+    return await runtime.webhooks.deliver_due()
+
+
 async def reconcile_once(runtime: Runtime) -> int:
     await runtime.booking.warm_replays()
     report = await runtime.reconciler.reconcile()
@@ -77,6 +83,7 @@ class Loops:
         loops = [
             (settings.sweep_seconds, lambda: sweep_once(runtime), "sweeper"),
             (settings.reconcile_seconds, lambda: reconcile_once(runtime), "reconciler"),
+            (settings.sweep_seconds, lambda: webhooks_once(runtime), "webhooks"),
             (3600.0, lambda: generate_once(runtime), "slot generation"),
             (60.0, lambda: end_of_day_once(runtime), "end of day"),
         ]

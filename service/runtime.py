@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
@@ -27,6 +28,7 @@ from booking.service import Booking
 from booking.sites import Catalog
 from booking.tickets import TicketSigner
 from booking.waitlist import Waitlist
+from booking.webhooks import Webhooks
 from capacity.clock import Clock
 from capacity.counters import Counters
 from capacity.occupancy import Occupancy
@@ -76,6 +78,8 @@ class Runtime:
     management: Management
     crowd: Crowd
     waitlist: Waitlist
+    webhooks: Webhooks
+    http: httpx.AsyncClient
     gates: Gates
     accounts: Accounts
     hasher: IdHasher
@@ -121,6 +125,8 @@ class Runtime:
             ledger=ledger,
         )
         accounts = Accounts(sessions=sessions, clock=clock, token_ttl=settings.token_ttl)
+        # Webhook deliveries: a receiver has 5 s to answer; redirects are not followed.
+        http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
         return cls(
             settings=settings,
             clock=clock,
@@ -142,6 +148,8 @@ class Runtime:
             ),
             crowd=crowd,
             waitlist=Waitlist(sessions=sessions, booking=booking, counters=counters, clock=clock),
+            webhooks=Webhooks(sessions=sessions, clock=clock, http=http),
+            http=http,
             management=Management(
                 sessions=sessions,
                 counters=counters,
@@ -163,6 +171,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.reconciler.wait_pending()
+        await self.http.aclose()
         if self.ledger is not None:
             await self.ledger.close()
         await self.redis.aclose()

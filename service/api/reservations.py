@@ -154,12 +154,16 @@ async def reschedule(
     """Move a held or confirmed reservation to another slot of its site, keeping its
     visitors: the new places are taken and the old ones given back together, or nothing
     changes (a full slot answers `409 sold-out` with alternatives)."""
+    before = await runtime.booking.get(owner_id=tourist.actor, reservation_id=reservation_id)
     receipt = await runtime.booking.reschedule(
         owner_id=tourist.actor,
         reservation_id=reservation_id,
         slot_id=body.slot_id,
         idempotency=idempotency(runtime, tourist, key, f"reschedule {reservation_id}", body),
     )
+    if not receipt.replayed and before.slot_id != receipt.reservation.slot_id:
+        # The old slot's places went back on sale: its waitlist is served first.
+        await runtime.waitlist.offer([before.slot_id])
     return _answer(receipt, response, "rescheduled")
 
 

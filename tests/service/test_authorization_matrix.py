@@ -71,54 +71,64 @@ COLUMNS = ("own", "tour", "mgr", "mgr2", "oper", "gate", "adm", "pend", "anon") 
 # palace-museum, oper = operator of yonghe-temple, gate = yonghe-temple's south gate device,
 # adm = admin, pend = a registration's token before its code came back, anon = no token.
 MATRIX_TABLE = """
-operation                                                own tour  mgr mgr2 oper gate  adm pend anon
-GET /v1/sites                                            200  200  200  200  200  200  200  200  200
-POST /v1/sites                                           403  403  403  403  403  403  201  403  401
-GET /v1/sites/{site_id}                                  200  200  200  200  200  200  200  200  200
-PATCH /v1/sites/{site_id}                                403  403  200  403  403  403  200  403  401
-GET /v1/sites/{site_id}/slots                            200  200  200  200  200  200  200  200  200
-GET /v1/slots/{slot_id}                                  200  200  200  200  200  200  200  200  200
-PATCH /v1/slots/{slot_id}                                403  403  200  403  403  403  200  403  401
-POST /v1/sites/{site_id}/close                           403  403  200  403  403  403  200  403  401
-POST /v1/sites/{site_id}/reopen                          403  403  200  403  403  403  200  403  401
-POST /v1/sites/{site_id}/days/{visit_date}/close         403  403  200  403  403  403  200  403  401
-POST /v1/sites/{site_id}/days/{visit_date}/reopen        403  403  200  403  403  403  200  403  401
-POST /v1/sites/{site_id}/gates                           403  403  201  403  403  403  201  403  401
-PATCH /v1/sites/{site_id}/gates/{gate_id}                403  403  200  403  403  403  200  403  401
-GET /v1/sites/{site_id}/slot-templates                   403  403  200  403  403  403  200  403  401
-POST /v1/sites/{site_id}/slot-templates                  403  403  201  403  403  403  201  403  401
-PATCH /v1/sites/{site_id}/slot-templates/{template_id}   403  403  200  403  403  403  200  403  401
-DELETE /v1/sites/{site_id}/slot-templates/{template_id}  403  403  204  403  403  403  204  403  401
-POST /v1/sites/{site_id}/slots/generate                  403  403  200  403  403  403  200  403  401
-POST /v1/slots/{slot_id}/close                           403  403  200  403  403  403  200  403  401
-POST /v1/slots/{slot_id}/reopen                          403  403  200  403  403  403  200  403  401
-POST /v1/accounts                                        201  201  201  201  201  201  201  201  201
-POST /v1/accounts/verify                                 403  403  403  403  403  403  403  200  401
-POST /v1/sessions                                        200  200  200  200  200  200  200  200  200
-POST /v1/reservations                                    201  201  403  403  403  403  403  403  401
-GET /v1/reservations                                     200  200  403  403  403  403  403  403  401
-POST /v1/reservations/{reservation_id}/confirm           200  404  403  403  403  403  403  403  401
-POST /v1/reservations/{reservation_id}/cancel            200  404  403  403  403  403  403  403  401
-POST /v1/reservations/{reservation_id}/reschedule        200  404  403  403  403  403  403  403  401
-GET /v1/reservations/{reservation_id}                    200  404  403  403  403  403  403  403  401
-POST /v1/waitlist                                        201  201  403  403  403  403  403  403  401
-GET /v1/waitlist/{entry_id}                              200  404  403  403  403  403  403  403  401
-DELETE /v1/waitlist/{entry_id}                           204  404  403  403  403  403  403  403  401
-GET /v1/reservations/{reservation_id}/ticket             200  404  403  403  403  403  403  403  401
-POST /v1/gates/{gate_id}/scans                           403  403  403  403  403  200  403  403  401
-GET /v1/sites/{site_id}/occupancy                        403  403  200  403  200  403  200  403  401
-GET /v1/live                                             403  403  200  200  200  403  200  403  401
-GET /v1/suggestions                                      200  200  200  200  200  200  200  200  200
-GET /v1/crowd                                            200  200  200  200  200  200  200  200  200
-GET /v1/sites/{site_id}/forecast                         403  403  200  403  200  403  200  403  401
-POST /v1/sites/{site_id}/capacity-plan                   403  403  200  403  403  403  200  403  401
-POST /v1/tokens                                          403  403  403  403  403  403  201  403  401
-DELETE /v1/tokens/{token_id}                             403  403  403  403  403  403  204  403  401
-GET /v1/audit                                            403  403  200  403  403  403  200  403  401
-GET /v1/sites/{site_id}/reports                          403  403  200  403  403  403  200  403  401
-GET /v1/outbox                                           403  403  403  403  403  403  200  403  401
-GET /healthz                                             200  200  200  200  200  200  200  200  200
-GET /readyz                                              200  200  200  200  200  200  200  200  200
+operation                                                                            own   tour  mgr   mgr2  oper  gate  adm   pend  anon
+GET /v1/sites                                                                        200   200   200   200   200   200   200   200   200
+POST /v1/sites                                                                       403   403   403   403   403   403   201   403   401
+GET /v1/sites/{site_id}                                                              200   200   200   200   200   200   200   200   200
+PATCH /v1/sites/{site_id}                                                            403   403   200   403   403   403   200   403   401
+GET /v1/sites/{site_id}/slots                                                        200   200   200   200   200   200   200   200   200
+GET /v1/slots/{slot_id}                                                              200   200   200   200   200   200   200   200   200
+PATCH /v1/slots/{slot_id}                                                            403   403   200   403   403   403   200   403   401
+POST /v1/sites/{site_id}/close                                                       403   403   200   403   403   403   200   403   401
+POST /v1/sites/{site_id}/reopen                                                      403   403   200   403   403   403   200   403   401
+POST /v1/sites/{site_id}/days/{visit_date}/close                                     403   403   200   403   403   403   200   403   401
+POST /v1/sites/{site_id}/days/{visit_date}/reopen                                    403   403   200   403   403   403   200   403   401
+POST /v1/sites/{site_id}/gates                                                       403   403   201   403   403   403   201   403   401
+PATCH /v1/sites/{site_id}/gates/{gate_id}                                            403   403   200   403   403   403   200   403   401
+GET /v1/sites/{site_id}/slot-templates                                               403   403   200   403   403   403   200   403   401
+POST /v1/sites/{site_id}/slot-templates                                              403   403   201   403   403   403   201   403   401
+PATCH /v1/sites/{site_id}/slot-templates/{template_id}                               403   403   200   403   403   403   200   403   401
+DELETE /v1/sites/{site_id}/slot-templates/{template_id}                              403   403   204   403   403   403   204   403   401
+POST /v1/sites/{site_id}/slots/generate                                              403   403   200   403   403   403   200   403   401
+POST /v1/slots/{slot_id}/close                                                       403   403   200   403   403   403   200   403   401
+POST /v1/slots/{slot_id}/reopen                                                      403   403   200   403   403   403   200   403   401
+POST /v1/accounts                                                                    201   201   201   201   201   201   201   201   201
+POST /v1/accounts/verify                                                             403   403   403   403   403   403   403   200   401
+POST /v1/sessions                                                                    200   200   200   200   200   200   200   200   200
+POST /v1/reservations                                                                201   201   403   403   403   403   403   403   401
+GET /v1/reservations                                                                 200   200   403   403   403   403   403   403   401
+POST /v1/reservations/{reservation_id}/confirm                                       200   404   403   403   403   403   403   403   401
+POST /v1/reservations/{reservation_id}/cancel                                        200   404   403   403   403   403   403   403   401
+POST /v1/reservations/{reservation_id}/reschedule                                    200   404   403   403   403   403   403   403   401
+GET /v1/reservations/{reservation_id}                                                200   404   403   403   403   403   403   403   401
+POST /v1/waitlist                                                                    201   201   403   403   403   403   403   403   401
+GET /v1/waitlist/{entry_id}                                                          200   404   403   403   403   403   403   403   401
+DELETE /v1/waitlist/{entry_id}                                                       204   404   403   403   403   403   403   403   401
+POST /v1/webhooks                                                                    201   201   403   403   403   403   403   403   401
+GET /v1/webhooks                                                                     200   200   403   403   403   403   403   403   401
+DELETE /v1/webhooks/{subscription_id}                                                204   404   403   403   403   403   403   403   401
+GET /v1/webhooks/{subscription_id}/deliveries                                        200   404   403   403   403   403   403   403   401
+POST /v1/webhooks/{subscription_id}/deliveries/{delivery_id}/replay                  200   404   403   403   403   403   403   403   401
+POST /v1/sites/{site_id}/webhooks                                                    403   403   201   403   403   403   201   403   401
+GET /v1/sites/{site_id}/webhooks                                                     403   403   200   403   403   403   200   403   401
+DELETE /v1/sites/{site_id}/webhooks/{subscription_id}                                403   403   204   403   403   403   204   403   401
+GET /v1/sites/{site_id}/webhooks/{subscription_id}/deliveries                        403   403   200   403   403   403   200   403   401
+POST /v1/sites/{site_id}/webhooks/{subscription_id}/deliveries/{delivery_id}/replay  403   403   200   403   403   403   200   403   401
+GET /v1/reservations/{reservation_id}/ticket                                         200   404   403   403   403   403   403   403   401
+POST /v1/gates/{gate_id}/scans                                                       403   403   403   403   403   200   403   403   401
+GET /v1/sites/{site_id}/occupancy                                                    403   403   200   403   200   403   200   403   401
+GET /v1/live                                                                         403   403   200   200   200   403   200   403   401
+GET /v1/suggestions                                                                  200   200   200   200   200   200   200   200   200
+GET /v1/crowd                                                                        200   200   200   200   200   200   200   200   200
+GET /v1/sites/{site_id}/forecast                                                     403   403   200   403   200   403   200   403   401
+POST /v1/sites/{site_id}/capacity-plan                                               403   403   200   403   403   403   200   403   401
+POST /v1/tokens                                                                      403   403   403   403   403   403   201   403   401
+DELETE /v1/tokens/{token_id}                                                         403   403   403   403   403   403   204   403   401
+GET /v1/audit                                                                        403   403   200   403   403   403   200   403   401
+GET /v1/sites/{site_id}/reports                                                      403   403   200   403   403   403   200   403   401
+GET /v1/outbox                                                                       403   403   403   403   403   403   200   403   401
+GET /healthz                                                                         200   200   200   200   200   200   200   200   200
+GET /readyz                                                                          200   200   200   200   200   200   200   200   200
 """
 
 
@@ -151,7 +161,9 @@ def documented(policy: str, success: int, operation: str) -> dict[str, int]:
     refused = dict.fromkeys(PRINCIPALS, 403) | {ANONYMOUS: 401}
     if policy == access.TOURIST.name:
         # Somebody else's reservation or waitlist entry: as if it did not exist.
-        private = "{reservation_id}" in operation or "{entry_id}" in operation
+        private = any(
+            name in operation for name in ("{reservation_id}", "{entry_id}", "{subscription_id}")
+        )
         return refused | {OWNER: success, TOURIST: 404 if private else success}
     if policy == access.SITE_MANAGER.name:
         return refused | {MANAGER: success, ADMIN: success}
@@ -500,6 +512,79 @@ async def _read_entry(world: World, who: str) -> Sample:
 @sample("DELETE /v1/waitlist/{entry_id}")
 async def _leave_waitlist(world: World, who: str) -> Sample:
     return Sample(f"/v1/waitlist/{await owners_entry(world)}")
+
+
+# Webhooks: the owner's subscription and the site's, each made once per world, with a
+# delivery of the owner's hold to replay.
+
+HOOK = {"url": "http://127.0.0.1:9/hook"}
+_HOOKS: dict[tuple[str, str], tuple[str, int]] = {}
+
+
+async def hook_of(world: World, scope: str) -> tuple[str, int]:
+    """(subscription, delivery) of the owner's ("owner") or the site's ("site") webhook."""
+    key = (world.reservation_id, scope)
+    if key not in _HOOKS:
+        async with world.runtime.sessions() as session:
+            reservation = await get_reservation(session, world.reservation_id)
+        assert reservation is not None
+        if scope == "owner":
+            made = await world.runtime.webhooks.subscribe(
+                url=HOOK["url"], topics=[], actor="test", account_id=reservation.owner_id
+            )
+        else:
+            made = await world.runtime.webhooks.subscribe(
+                url=HOOK["url"], topics=[], actor="test", site_id=YONGHE
+            )
+        await world.runtime.webhooks.fan_out()
+        log = await world.runtime.webhooks.deliveries(
+            made.id,
+            account_id=made.account,
+            site_id=made.site,
+        )
+        _HOOKS[key] = (made.id, log[0].id)
+    return _HOOKS[key]
+
+
+fixed("POST /v1/webhooks", Sample("/v1/webhooks", json=HOOK))
+fixed("GET /v1/webhooks", Sample("/v1/webhooks"))
+
+
+@sample("DELETE /v1/webhooks/{subscription_id}")
+async def _unsubscribe(world: World, who: str) -> Sample:
+    return Sample(f"/v1/webhooks/{(await hook_of(world, 'owner'))[0]}")
+
+
+@sample("GET /v1/webhooks/{subscription_id}/deliveries")
+async def _deliveries(world: World, who: str) -> Sample:
+    return Sample(f"/v1/webhooks/{(await hook_of(world, 'owner'))[0]}/deliveries")
+
+
+@sample("POST /v1/webhooks/{subscription_id}/deliveries/{delivery_id}/replay")
+async def _replay(world: World, who: str) -> Sample:
+    hook, delivery = await hook_of(world, "owner")
+    return Sample(f"/v1/webhooks/{hook}/deliveries/{delivery}/replay")
+
+
+fixed("POST /v1/sites/{site_id}/webhooks", Sample(f"/v1/sites/{YONGHE}/webhooks", json=HOOK))
+fixed("GET /v1/sites/{site_id}/webhooks", Sample(f"/v1/sites/{YONGHE}/webhooks"))
+
+
+@sample("DELETE /v1/sites/{site_id}/webhooks/{subscription_id}")
+async def _unsubscribe_site(world: World, who: str) -> Sample:
+    return Sample(f"/v1/sites/{YONGHE}/webhooks/{(await hook_of(world, 'site'))[0]}")
+
+
+@sample("GET /v1/sites/{site_id}/webhooks/{subscription_id}/deliveries")
+async def _site_deliveries(world: World, who: str) -> Sample:
+    hook = (await hook_of(world, "site"))[0]
+    return Sample(f"/v1/sites/{YONGHE}/webhooks/{hook}/deliveries")
+
+
+@sample("POST /v1/sites/{site_id}/webhooks/{subscription_id}/deliveries/{delivery_id}/replay")
+async def _site_replay(world: World, who: str) -> Sample:
+    hook, delivery = await hook_of(world, "site")
+    return Sample(f"/v1/sites/{YONGHE}/webhooks/{hook}/deliveries/{delivery}/replay")
 
 
 # Tickets and gates.

@@ -74,11 +74,11 @@ async def day_slots(client: httpx.AsyncClient, day: str) -> list[dict[str, objec
 
 
 async def outbox(runtime: Runtime) -> list[OutboxEvent]:
-    """The closure's notifications (registrations write theirs too)."""
+    """The closure's notifications (holds, confirmations and registrations have theirs)."""
     async with runtime.sessions() as session:
         query = (
             sa.select(OutboxEvent)
-            .where(col(OutboxEvent.topic).startswith("reservation."))
+            .where(col(OutboxEvent.topic) == "reservation.cancelled_by_site")
             .order_by(col(OutboxEvent.id))
         )
         return list((await session.execute(query)).scalars())

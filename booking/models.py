@@ -280,6 +280,7 @@ class OutboxEvent(SQLModel, table=True):
     site_id: str | None = Field(default=None, max_length=64, index=True)
     account_id: str | None = Field(default=None, max_length=32, index=True)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # When the webhook worker handed it to the subscriptions' deliveries.
     delivered_at: datetime | None = _instant(default=None, index=True)
 
 
@@ -402,12 +403,3 @@ class WebhookDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=300)
     delivered_at: datetime | None = _instant(default=None)
     created_at: datetime = _instant()
-
-
-class WebhookCursor(SQLModel, table=True):
-    """The last outbox event fanned out to the subscriptions."""
-
-    __tablename__: ClassVar[str] = "webhook_cursor"
-
-    name: str = Field(primary_key=True, max_length=20)
-    last_event_id: int = 0

@@ -1,8 +1,9 @@
 """Webhooks: the outbox's events delivered to the apps and staff that subscribed to them.
 
 - An event is written to the outbox in the same transaction as the change it announces.
-- A fan-out step turns each new event into one delivery per matching subscription (unique
-  per subscription and event, so two workers fanning out at once make it once).
+- A fan-out step turns each new event into one delivery per matching subscription made
+  before the event (unique per subscription and event, so two workers fanning out at once
+  make it once), and marks the event handed over.
 - A delivery step POSTs due deliveries, each taken with a lease (a guarded update), so two
   workers never send one delivery at the same time. A 2xx answer ends it; anything else is
   retried with exponential backoff, up to MAX_ATTEMPTS, then it is `failed` until replayed.
@@ -33,7 +34,6 @@ from booking.errors import NotFound
 from booking.models import (
     DeliveryStatus,
     OutboxEvent,
-    WebhookCursor,
     WebhookDelivery,
     WebhookSubscription,
 )
@@ -47,7 +47,6 @@ MAX_ATTEMPTS = 8
 FIRST_RETRY = timedelta(seconds=5)
 LAST_RETRY = timedelta(hours=1)
 LEASE = timedelta(seconds=60)
-CURSOR = "webhooks"
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -155,23 +154,26 @@ class Webhooks:
             delivery = await session.get(WebhookDelivery, delivery_id)
             if delivery is None or delivery.subscription_id != subscription_id:
                 raise NotFound(f"no delivery {delivery_id}")
+            # The lease stays: a send in progress is not doubled by the replay.
             delivery.status = DeliveryStatus.pending
             delivery.next_attempt_at = now
-            delivery.lease_until = None
             return _delivery(delivery)
 
     # the worker's steps ------------------------------------------------------------------
 
     async def fan_out(self, *, limit: int = 500) -> int:
-        """One delivery per new event and matching subscription. Returns deliveries made."""
-        async with self._sessions() as session:
-            cursor = await session.get(WebhookCursor, CURSOR)
-            last = cursor.last_event_id if cursor else 0
+        """One delivery per new event and matching subscription; the event is then marked
+        handed over (`delivered_at` on the outbox). Events are found by that mark, not by a
+        cursor over ids, so one committed late (a longer transaction with a lower id) is not
+        skipped. Returns the deliveries made."""
+        now = self._clock.now()
+        made = 0
+        async with self._sessions() as session, session.begin():
             events = list(
                 (
                     await session.execute(
                         sa.select(OutboxEvent)
-                        .where(col(OutboxEvent.id) > last)
+                        .where(col(OutboxEvent.delivered_at).is_(None))
                         .order_by(col(OutboxEvent.id))
                         .limit(limit)
                     )
@@ -188,41 +190,35 @@ class Webhooks:
                     )
                 ).scalars()
             )
-        rows = [
-            {
-                "subscription_id": subscription.id,
-                "event_id": event.id,
-                "topic": event.topic,
-                "status": DeliveryStatus.pending.value,
-                "attempts": 0,
-                "next_attempt_at": event.at,
-                "created_at": self._clock.now(),
-            }
-            for event in events
-            for subscription in subscriptions
-            if _matches(subscription, event)
-        ]
-        made = 0
-        async with self._sessions() as session, session.begin():
-            for row in rows:
-                # One by one in savepoints: a row another worker made already is skipped.
-                try:
-                    async with session.begin_nested():
-                        await session.execute(sa.insert(WebhookDelivery).values(**row))
-                    made += 1
-                except IntegrityError:
-                    continue
-            if cursor is None:
-                session.add(WebhookCursor(name=CURSOR, last_event_id=events[-1].id or 0))
-            else:
-                await session.execute(
-                    sa.update(WebhookCursor)
-                    .where(
-                        col(WebhookCursor.name) == CURSOR,
-                        col(WebhookCursor.last_event_id) < (events[-1].id or 0),
-                    )
-                    .values(last_event_id=events[-1].id)
+            for event in events:
+                for subscription in subscriptions:
+                    if not _matches(subscription, event):
+                        continue
+                    # In a savepoint: a delivery another worker made already is skipped.
+                    try:
+                        async with session.begin_nested():
+                            await session.execute(
+                                sa.insert(WebhookDelivery).values(
+                                    subscription_id=subscription.id,
+                                    event_id=event.id,
+                                    topic=event.topic,
+                                    status=DeliveryStatus.pending.value,
+                                    attempts=0,
+                                    next_attempt_at=event.at,
+                                    created_at=now,
+                                )
+                            )
+                        made += 1
+                    except IntegrityError:
+                        continue
+            await session.execute(
+                sa.update(OutboxEvent)
+                .where(
+                    col(OutboxEvent.id).in_([e.id for e in events]),
+                    col(OutboxEvent.delivered_at).is_(None),
                 )
+                .values(delivered_at=now)
+            )
         return made
 
     async def deliver_due(self, *, limit: int = 50) -> int:
@@ -235,6 +231,12 @@ class Webhooks:
                         sa.select(col(WebhookDelivery.id))
                         .where(
                             col(WebhookDelivery.status) == DeliveryStatus.pending.value,
+                            # An unsubscribed app gets nothing more, retries included.
+                            col(WebhookDelivery.subscription_id).in_(
+                                sa.select(col(WebhookSubscription.id)).where(
+                                    col(WebhookSubscription.disabled_at).is_(None)
+                                )
+                            ),
                             col(WebhookDelivery.next_attempt_at) <= now,
                             sa.or_(
                                 col(WebhookDelivery.lease_until).is_(None),
@@ -365,7 +367,7 @@ def _scope(account_id: str | None, site_id: str | None) -> list[sa.ColumnElement
 
 
 def _matches(subscription: WebhookSubscription, event: OutboxEvent) -> bool:
-    if event.topic not in TOPICS:
+    if event.topic not in TOPICS or event.at < subscription.created_at:
         return False
     if subscription.topics and event.topic not in subscription.topics:
         return False

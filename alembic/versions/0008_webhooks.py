@@ -1,4 +1,4 @@
-"""webhooks: subscriptions, deliveries (the delivery log) and the fan-out cursor
+"""webhooks: subscriptions and deliveries (the delivery log)
 
 Revision ID: 0008
 Revises: 0007
@@ -53,16 +53,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("subscription_id", "event_id"),
     )
     op.create_index("ix_webhook_delivery_due", "webhook_delivery", ["status", "next_attempt_at"])
-    op.create_table(
-        "webhook_cursor",
-        sa.Column("name", sa.String(length=20), nullable=False),
-        sa.Column("last_event_id", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("name"),
-    )
 
 
 def downgrade() -> None:
-    op.drop_table("webhook_cursor")
     op.drop_index("ix_webhook_delivery_due", table_name="webhook_delivery")
     op.drop_table("webhook_delivery")
     op.drop_index("ix_webhook_subscription_site_id", table_name="webhook_subscription")

@@ -11,8 +11,8 @@ import asyncio
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -442,23 +442,25 @@ class Booking:
             times = await self._catalog.slot_times(new.id)
             party = len(visitors)
             if new.site_day == old.site_day:
-                async with self._admission(new, party, times):
-                    slot_units = await self._counters.move(
-                        old.site_day,
-                        old.key,
-                        new.key,
-                        slot_units=[v.slot_unit for v in visitors],
-                        now=now,
-                    )
+                with _offers_only_elsewhere(old):
+                    async with self._admission(new, party, times):
+                        slot_units = await self._counters.move(
+                            old.site_day,
+                            old.key,
+                            new.key,
+                            slot_units=[v.slot_unit for v in visitors],
+                            now=now,
+                        )
                 units = {
                     v.id or 0: (unit, v.day_unit)
                     for v, unit in zip(visitors, slot_units, strict=True)
                 }
             else:
                 id_hashes = [v.id_hash for v in visitors]
-                allocation = await self._allocate(
-                    new, id_hashes, now, party, times, owner_id, reservation_id
-                )
+                with _offers_only_elsewhere(old):
+                    allocation = await self._allocate(
+                        new, id_hashes, now, party, times, owner_id, reservation_id
+                    )
                 units = {
                     v.id or 0: (allocation.slot_units[i], allocation.day_units[i])
                     for i, v in enumerate(visitors)
@@ -542,7 +544,10 @@ class Booking:
             if new.site_day == old.site_day:
                 # The old units were given back in the same step as the new ones were taken;
                 # SQL, where the reservation is still in its old slot, says which are whose.
-                await self._reconciler.rebuild(old.site_day)
+                if not await self._reconciler.rebuild(old.site_day):
+                    # Another process holds the rebuild: fail closed until it is rebuilt.
+                    await self._counters.forget(old.site_day)
+                    self._reconciler.schedule(old.site_day)
                 return
             await self._counters.release(
                 new.site_day,
@@ -882,6 +887,21 @@ def _record_row(
         "body": public.model_dump_json(),
         "created_at": now,
     }
+
+
+@contextmanager
+def _offers_only_elsewhere(current: SlotRef) -> Iterator[None]:
+    """A reschedule refused as sold out offers other slots of the reservation's own site (it
+    cannot move to another site), not the slot it is already in."""
+    try:
+        yield
+    except SoldOut as error:
+        error.extra["alternatives"] = [
+            offer
+            for offer in error.extra.get("alternatives", [])
+            if offer["site"] == current.site_day.site and offer["slot_id"] != current.id
+        ]
+        raise
 
 
 def _event_row(

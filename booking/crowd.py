@@ -47,7 +47,7 @@ from capacity.clock import Clock
 from capacity.counters import DayLoad
 from capacity.errors import CapacityUnavailable
 from capacity.keys import SiteDay
-from capacity.occupancy import Occupancy
+from capacity.occupancy import Flow, Occupancy
 
 SITES_TTL = 5.0
 FORECAST_TTL = 30.0
@@ -407,12 +407,17 @@ class Crowd:
 
     # forecast ----------------------------------------------------------------------------
 
-    async def forecast(self, site_id: str, visit_date: date) -> ForecastPublic:
+    async def forecast(
+        self, site_id: str, visit_date: date, *, site: Site | None = None
+    ) -> ForecastPublic:
         """A day's expected people inside per quarter hour, from its reservations (the SQL
-        record) and the site's stay times."""
-        site = await self._catalog.site_record(site_id)
+        record) and the site's stay times. Cached: the live feed asks for every site every
+        two seconds, and only a miss reads SQL."""
 
         async def build() -> ForecastPublic:
+            nonlocal site
+            if site is None:
+                site = await self._catalog.site_record(site_id)
             async with self._sessions() as session:
                 slots = await repo.slots_of_day(session, site.id, visit_date)
                 expected = await repo.expected_by_slot(session, site.id, visit_date)
@@ -455,7 +460,7 @@ class Crowd:
                 ],
             )
 
-        result: ForecastPublic = await self._record_forecasts.get((site.id, visit_date), build)
+        result: ForecastPublic = await self._record_forecasts.get((site_id, visit_date), build)
         return result
 
     async def beside(
@@ -463,7 +468,7 @@ class Crowd:
     ) -> tuple[list[ForecastPoint], ForecastError]:
         """The forecast at every quarter hour of the day, and its error against the people
         counted inside at the quarter hours so far."""
-        day = await self.forecast(site.id, visit_date)
+        day = await self.forecast(site.id, visit_date, site=site)
         opens = local(site, visit_date, site.opens)
         points = [ForecastPoint(at=opens, inside=0.0)] + [
             ForecastPoint(at=q.end, inside=q.inside) for q in day.quarters
@@ -480,10 +485,14 @@ class Crowd:
 
     # gates and redirects -----------------------------------------------------------------
 
-    async def suggested_gate(self, site: Site, gates: Sequence[Gate]) -> GateAdvice | None:
-        """The entry gate with the most room in its flow for a party arriving now."""
+    async def suggested_gate(
+        self, site: Site, gates: Sequence[Gate], flow: Flow | None = None
+    ) -> GateAdvice | None:
+        """The entry gate with the most room in its flow for a party arriving now (`flow`:
+        today's, when the caller has just read it)."""
         here = self._clock.now().astimezone(zone(site.timezone))
-        flow = await self._occupancy.flow(SiteDay(site.id, here.date()))
+        if flow is None:
+            flow = await self._occupancy.flow(SiteDay(site.id, here.date()))
         minute = here.hour * 60 + here.minute
         loads = [
             suggest.GateLoad(

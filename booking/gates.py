@@ -385,12 +385,14 @@ class Gates:
             curve=curve,
             forecast=forecast,
             forecast_error=error,
-            suggested_gate=await self._suggested_gate(site, gates),
+            suggested_gate=await self._suggested_gate(site, gates, flow),
         )
 
-    async def _suggested_gate(self, site: Site, gates: Sequence[Gate]) -> GateAdvice | None:
+    async def _suggested_gate(
+        self, site: Site, gates: Sequence[Gate], flow: Flow | None = None
+    ) -> GateAdvice | None:
         try:
-            return await self._crowd.suggested_gate(site, gates)
+            return await self._crowd.suggested_gate(site, gates, flow)
         except CapacityUnavailable:
             return None
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from booking.errors import InvalidRequest
 from booking.models import Site, Slot, SlotStatus, SlotTemplate
 from capacity.keys import SiteDay
 
@@ -60,8 +61,65 @@ def local(site: Site, visit_date: date, at: time) -> datetime:
 
 
 def sales_open_at(site: Site, visit_date: date) -> datetime:
-    """A date goes on sale `horizon_days` before it, at the site's release time."""
-    return local(site, visit_date - timedelta(days=site.horizon_days), site.release_time)
+    """A date goes on sale `horizon_days` before it, at the site's release time, or with its
+    first release batch."""
+    return release_batches(site, visit_date)[0][0]
+
+
+def release_batches(site: Site, visit_date: date) -> list[tuple[datetime, float]]:
+    """When each share of a date's places goes on sale, in time order."""
+    if not site.release_batches:
+        opens = local(site, visit_date - timedelta(days=site.horizon_days), site.release_time)
+        return [(opens, 1.0)]
+    return sorted(
+        (
+            local(site, visit_date - timedelta(days=batch["days_before"]), _time(batch["at"])),
+            float(batch["share"]),
+        )
+        for batch in site.release_batches
+    )
+
+
+def pools_roll_over_at(site: Site, visit_date: date) -> datetime | None:
+    """When unsold pool places join the general sale (None: they stay kept until sales end)."""
+    rollover = site.pool_rollover
+    if not rollover:
+        return None
+    return local(site, visit_date - timedelta(days=rollover["days_before"]), _time(rollover["at"]))
+
+
+def places_back_at(
+    site: Site, now: datetime, sales_close: datetime, draw: Callable[[int], int]
+) -> datetime | None:
+    """When a refund's places go back on sale under the site's policy (None: at once).
+    `draw(k)` picks one of k batches at random."""
+    policy = site.refund_policy or {"mode": "immediate"}
+    if policy["mode"] == "delay":
+        return now + timedelta(minutes=int(policy["minutes"]))
+    if policy["mode"] == "random-batch":
+        here = now.astimezone(zone(site.timezone))
+        moments = sorted(
+            datetime.combine(here.date() + timedelta(days=day), _time(at), tzinfo=here.tzinfo)
+            for day in (0, 1)
+            for at in policy["batches"]
+        )
+        later = [m for m in moments if here < m < min(sales_close, here + timedelta(days=1))]
+        # No batch left before sales end: the places stay off sale (the scalper gains nothing).
+        return later[draw(len(later))] if later else sales_close
+    return None
+
+
+def check_pools(pools: dict[str, int] | None, capacity: int) -> None:
+    if pools and sum(pools.values()) > capacity:
+        raise InvalidRequest(
+            field="pools",
+            rule="within-capacity",
+            message=f"the pools keep {sum(pools.values())} places of a slot of {capacity}",
+        )
+
+
+def _time(value: str | time) -> time:
+    return value if isinstance(value, time) else time.fromisoformat(value)
 
 
 def sales_close_at(site: Site, visit_date: date, slot_end: time) -> datetime:
@@ -110,6 +168,7 @@ def generate_slots(
                         end=end,
                         label=template.label,
                         capacity=template.capacity,
+                        pools=template.pools,
                         # A site closed by its managers gets its new days closed too.
                         status=SlotStatus.closed if site.closed_reason else SlotStatus.open,
                         closed_reason=site.closed_reason,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
 from booking.models import Gate, Site, SlotTemplate
+from booking.schemas import JSON_SETTINGS, SiteSettings
 
 
 def demo_data() -> dict[str, Any]:
@@ -30,6 +31,9 @@ async def load_demo(sessions: async_sessionmaker[AsyncSession]) -> int:
         for raw in data["sites"]:
             fields = {k: v for k, v in raw.items() if k not in ("gates", "slot_templates")}
             fields.update(_times(raw, "opens", "closes", "last_entry", "release_time"))
+            # Schedules and policies as the API stores them (checked by the same rules).
+            kept = {name: raw[name] for name in JSON_SETTINGS if name in raw}
+            fields.update(SiteSettings.model_validate(kept).changes())
             site = await repo.get_site(session, raw["id"])
             if site is None:
                 session.add(Site(**fields))

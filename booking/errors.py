@@ -132,3 +132,23 @@ class WaitlistClosed(TidegateError):
 
 class AlreadyWaiting(TidegateError):
     code, status, title = "already-waiting", 409, "This account already waits for this slot"
+
+
+class AlreadyInDraw(TidegateError):
+    code, status, title = (
+        "already-in-draw",
+        409,
+        "This account or one of these visitors already has an entry in this draw",
+    )
+
+
+class NotAFairRelease(TidegateError):
+    code, status, title = "not-a-fair-release", 409, "This date is not released by a draw"
+
+
+class DrawNotOpen(TidegateError):
+    code, status, title = "draw-not-open", 409, "This draw takes no entries now"
+
+
+class NoGroupsHere(TidegateError):
+    code, status, title = "no-groups", 409, "This site takes no group reservations"

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
-from booking.catalog import generate_slots, minute_of_day, parse_slot_id, zone
+from booking.catalog import check_pools, generate_slots, minute_of_day, parse_slot_id, zone
 from booking.crowd import Crowd
 from booking.errors import Conflict, InvalidRequest, NotFound
 from booking.models import (
@@ -62,6 +62,11 @@ COUNTED = frozenset(
         "same_day_sales",
         "party_size_limit",
         "account_day_limit",
+        # kept in the counters too (capacity/scripts/room.lua, allocate.lua)
+        "release_batches",
+        "pool_rollover",
+        "fair_release",
+        "group_rules",
     }
 )
 
@@ -89,8 +94,9 @@ class Management:
     # sites -------------------------------------------------------------------------------
 
     async def create_site(self, body: SiteCreate, *, actor: str) -> None:
-        site = Site(**body.model_dump())
+        site = Site(**{**body.model_dump(), **body.changes()})
         _check_hours(site)
+        _check_release(site)
         try:
             async with self._sessions() as session, session.begin():
                 if await repo.get_site(session, site.id) is not None:
@@ -109,6 +115,7 @@ class Management:
             for name, value in changes.items():
                 setattr(site, name, value)
             _check_hours(site)
+            _check_release(site)
             after = {name: _plain(getattr(site, name)) for name in changes}
             await self._audit(session, actor, "site.update", site_id, site_id, before, after)
         self._catalog.forget_rules(site_id)
@@ -551,6 +558,17 @@ class Management:
         )
 
 
+def _check_release(site: Site) -> None:
+    """A date's slots are made `horizon_days` ahead: no batch may put it on sale earlier."""
+    for position, batch in enumerate(site.release_batches or []):
+        if batch["days_before"] > site.horizon_days:
+            raise InvalidRequest(
+                field=f"release_batches[{position}].days_before",
+                rule="within-horizon",
+                message=f"a date's slots exist {site.horizon_days} days ahead (horizon_days)",
+            )
+
+
 def _check_hours(site: Site) -> None:
     if not site.opens < site.closes:
         raise InvalidRequest(field="closes", rule="after-opens", message="closes before it opens")
@@ -569,6 +587,7 @@ def _check_hours(site: Site) -> None:
 
 
 def _check_template(template: SlotTemplate) -> None:
+    check_pools(template.pools, template.capacity)
     if not template.start < template.end:
         raise InvalidRequest(field="end", rule="after-start", message="a slot ends after it starts")
     span = minute_of_day(template.end) - minute_of_day(template.start)
@@ -590,6 +609,7 @@ def _template_view(template: SlotTemplate) -> TemplatePublic:
         capacity=template.capacity,
         repeat_minutes=template.repeat_minutes,
         weekdays=list(template.weekdays),
+        pools=template.pools,
     )
 
 

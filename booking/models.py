@@ -93,6 +93,16 @@ class Site(SQLModel, table=True):
     alert_thresholds: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
     # The visiting zones of the applied capacity plan: name, area_m2, m2_per_person.
     zones: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    # Group reservations (schemas.GroupRules as JSON); None: the site takes no groups.
+    group_rules: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # A fair release (schemas.FairRelease as JSON): requests in the pre-queue window before a
+    # date goes on sale are drawn in a random order; None: first come, first served.
+    fair_release: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # How places go on sale (schemas.ReleaseBatch, PoolRollover, RefundPolicy as JSON); None:
+    # all at `horizon_days` before at `release_time`, pools kept until sales end, refunds at once.
+    release_batches: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    pool_rollover: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    refund_policy: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     # Set while the whole site is closed by its managers (weather, a state event).
     closed_reason: str | None = Field(default=None, max_length=200)
     sources: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
@@ -120,6 +130,8 @@ class SlotTemplate(SQLModel, table=True):
     capacity: int
     repeat_minutes: int | None = None
     weekdays: list[int] = Field(default_factory=lambda: list(range(7)), sa_column=Column(JSON))
+    # Places kept for a sales channel (online, window, group) in each slot made from it.
+    pools: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Slot(SQLModel, table=True):
@@ -134,6 +146,9 @@ class Slot(SQLModel, table=True):
     capacity: int
     status: SlotStatus = Field(default=SlotStatus.open, sa_type=sa.String(10))
     closed_reason: str | None = Field(default=None, max_length=200)
+    # Places kept for a sales channel until the site's pool roll-over; the other channels
+    # share the rest.
+    pools: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Account(SQLModel, table=True):
@@ -188,6 +203,10 @@ class Reservation(SQLModel, table=True):
     ticket_secret: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, max_length=255)
     cancel_reason: str | None = Field(default=None, max_length=200)
+    # Where it was sold: online (the apps), window (operators, on site) or group.
+    channel: str = Field(default="online", max_length=10)
+    # When a refund policy puts its places back on sale, if not at once.
+    places_back_at: datetime | None = _instant(default=None)
     # What the owner is offered instead when the site cancels (a closure).
     alternatives: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = _instant()
@@ -403,3 +422,69 @@ class WebhookDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=300)
     delivered_at: datetime | None = _instant(default=None)
     created_at: datetime = _instant()
+
+
+class DrawStatus(StrEnum):
+    open = "open"  # taking entries; drawn at the release time
+    drawn = "drawn"  # the order is fixed (`seed`); its entries are being served
+    served = "served"  # every entry drawn was served: the day is on general sale
+
+
+class Draw(SQLModel, table=True):
+    """A fair release of one site-day: who entered before the release time is served in an
+    order shuffled with `seed`, recorded so that anyone can check the order."""
+
+    __table_args__ = (sa.UniqueConstraint("site_id", "visit_date"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: str = Field(foreign_key="site.id", max_length=64)
+    visit_date: date
+    opens_at: datetime = _instant()
+    status: DrawStatus = Field(default=DrawStatus.open, sa_type=sa.String(10))
+    seed: str | None = Field(default=None, max_length=64)
+    drawn_at: datetime | None = _instant(default=None)
+    served_at: datetime | None = _instant(default=None)
+
+
+class DrawEntryStatus(StrEnum):
+    queued = "queued"
+    serving = "serving"  # a worker is making its hold
+    won = "won"  # a hold was made: `reservation_id`, in its `slot_id`
+    lost = "lost"  # none of its choices had room for the party
+
+
+class DrawEntry(SQLModel, table=True):
+    """One entrant's request in a fair release: up to three ranked slots for one party. One
+    per account and one per person in each draw, so sending more requests gains nothing."""
+
+    __tablename__: ClassVar[str] = "draw_entry"
+    __table_args__ = (
+        sa.UniqueConstraint("draw_id", "owner_id"),
+        sa.Index("ix_draw_entry_order", "draw_id", "status", "position"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    public_id: str = Field(unique=True, max_length=32)
+    draw_id: int = Field(foreign_key="draw.id")
+    owner_id: str = Field(foreign_key="account.id", max_length=32)
+    choices: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    party_size: int
+    # Kept as a booking keeps them (keyed hash, masked number), never with ID numbers.
+    visitors: list[dict[str, str]] = Field(sa_column=Column(JSON, nullable=False))
+    early: bool  # arrived in the pre-queue window: drawn; later ones queue behind, in order
+    position: int | None = None  # in the serving order, once drawn
+    status: DrawEntryStatus = Field(default=DrawEntryStatus.queued, sa_type=sa.String(10))
+    slot_id: str | None = Field(default=None, max_length=100)
+    choice: int | None = None  # which of its choices it won (1 = its first)
+    reservation_id: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _instant()
+    updated_at: datetime = _instant()
+
+
+class DrawPerson(SQLModel, table=True):
+    """A person (keyed hash of the ID number) entered in a draw: one entry per person."""
+
+    __tablename__: ClassVar[str] = "draw_person"
+
+    draw_id: int = Field(foreign_key="draw.id", primary_key=True)
+    id_hash: str = Field(primary_key=True, max_length=64)

@@ -16,15 +16,23 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
-from booking.catalog import is_open_on, minute_of_day, sales_close_at, sales_open_at, slot_key
+from booking.catalog import (
+    is_open_on,
+    minute_of_day,
+    pools_roll_over_at,
+    release_batches,
+    sales_close_at,
+    sales_open_at,
+    slot_key,
+)
 from booking.models import SlotStatus
 from capacity.clock import Clock, to_millis
-from capacity.counters import Counters, DayPlan, SlotPlan
+from capacity.counters import Counters, DayPlan, SlotPlan, release_field
 from capacity.errors import CapacityUnavailable
 from capacity.keys import SiteDay
 
@@ -213,6 +221,7 @@ class Reconciler:
             return set(await repo.active_owners(session, site_day.site, site_day.visit_date))
 
     async def _plan(self, site_day: SiteDay) -> DayPlan | None:
+        now = self._clock.now()
         async with self._sessions() as session:
             site = await repo.get_site(session, site_day.site)
             if site is None:
@@ -221,12 +230,29 @@ class Reconciler:
             rows = await repo.active_units(session, site.id, site_day.visit_date)
             owned = await repo.active_owners(session, site.id, site_day.visit_date)
             stopped = await repo.sales_stopped(session, site.id, site_day.visit_date)
+            sold = await repo.channels_of_day(session, site.id, site_day.visit_date)
+            drawing = bool(site.fair_release) and await repo.draw_pending(
+                session, site.id, site_day.visit_date
+            )
+            coming_back = await repo.places_coming_back(session, site.id, site_day.visit_date, now)
         taken: dict[str, list[int]] = defaultdict(list)
         for row in rows:
             taken[row[0]].append(row[1])
         owners: dict[str, list[str]] = defaultdict(list)
         for owner, reservation in owned:
             owners[owner].append(reservation)
+        pools = {slot.id: slot.pools or {} for slot in slots}
+        by_pool: dict[str, dict[str, str]] = defaultdict(dict)
+        pool_used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for slot_id, reservation, channel, party in sold:
+            if channel in pools.get(slot_id, {}):
+                by_pool[slot_id][reservation] = channel
+                pool_used[slot_id][channel] += party
+        returns: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
+        for slot_id, reservation, channel, party, back_at in coming_back:
+            pool = channel if channel in pools.get(slot_id, {}) else "online"
+            returns[slot_id].append((f"{reservation}:{party}:{pool}", back_at))
+        rolls_over = pools_roll_over_at(site, site_day.visit_date)
         return DayPlan(
             cap=site.daily_cap,
             opens_at=sales_open_at(site, site_day.visit_date),
@@ -240,6 +266,15 @@ class Reconciler:
             owners=dict(owners),
             taken=[row[2] for row in rows],
             visitor_ids=[row[3] for row in rows],
+            release=(
+                release_field(release_batches(site, site_day.visit_date))
+                if site.release_batches
+                else ""
+            ),
+            returns=[entry for entries in returns.values() for entry in entries],
+            drawing=drawing,
+            group_max=int((site.group_rules or {}).get("groups_per_day", 0)),
+            groups=[reservation for _, reservation, channel, _ in sold if channel == "group"],
             slots=[
                 SlotPlan(
                     key=slot_key(slot.start),
@@ -248,6 +283,11 @@ class Reconciler:
                     closes_at=sales_close_at(site, slot.visit_date, slot.end),
                     closed=slot.status == SlotStatus.closed,
                     taken=taken.get(slot.id, []),
+                    pools=pools[slot.id],
+                    pools_until=rolls_over if pools[slot.id] else None,
+                    pool_used=dict(pool_used.get(slot.id, {})),
+                    by_pool=by_pool.get(slot.id, {}),
+                    returns=returns.get(slot.id, []),
                 )
                 for slot in slots
             ],

@@ -16,6 +16,8 @@ from booking.models import (
     Account,
     ApiToken,
     AuditEvent,
+    Draw,
+    DrawStatus,
     Gate,
     IdempotencyRecord,
     OutboxEvent,
@@ -199,8 +201,75 @@ async def active_owners(
     return [(row[0], row[1]) for row in await session.execute(query)]
 
 
+async def channels_of_day(
+    session: AsyncSession, site_id: str, visit_date: date
+) -> Sequence[sa.Row[str, str, str, int]]:
+    """(slot_id, reservation id, channel, party size) of every reservation holding places on a
+    site-day: what the slots' pools count."""
+    query = sa.select(
+        col(Reservation.slot_id),
+        col(Reservation.id),
+        col(Reservation.channel),
+        col(Reservation.party_size),
+    ).where(
+        col(Reservation.site_id) == site_id,
+        col(Reservation.visit_date) == visit_date,
+        col(Reservation.status).in_([str(s) for s in ACTIVE_STATUSES]),
+    )
+    return (await session.execute(query)).all()
+
+
+async def places_coming_back(
+    session: AsyncSession, site_id: str, visit_date: date, now: datetime
+) -> Sequence[sa.Row[str, str, str, int, datetime]]:
+    """(slot_id, reservation id, channel, party size, back at) of cancelled reservations
+    whose places a refund policy keeps off sale until later than `now`."""
+    query = sa.select(
+        col(Reservation.slot_id),
+        col(Reservation.id),
+        col(Reservation.channel),
+        col(Reservation.party_size),
+        col(Reservation.places_back_at),
+    ).where(
+        col(Reservation.site_id) == site_id,
+        col(Reservation.visit_date) == visit_date,
+        col(Reservation.places_back_at) > now,
+    )
+    return (await session.execute(query)).all()  # type: ignore[return-value]
+
+
+async def has_account(session: AsyncSession, account_id: str) -> bool:
+    return await session.get(Account, account_id) is not None
+
+
+async def draw_pending(session: AsyncSession, site_id: str, visit_date: date) -> bool:
+    """A fair release of this site-day is drawing or serving its entries."""
+    query = sa.select(col(Draw.id)).where(
+        col(Draw.site_id) == site_id,
+        col(Draw.visit_date) == visit_date,
+        col(Draw.status) != DrawStatus.served.value,
+    )
+    return (await session.execute(query)).first() is not None
+
+
+async def set_places_back_at(session: AsyncSession, reservation_id: str, at: datetime) -> None:
+    await session.execute(
+        sa.update(Reservation)
+        .where(col(Reservation.id) == reservation_id)
+        .values(places_back_at=at)
+    )
+
+
 async def set_slot_capacity(session: AsyncSession, slot_id: str, capacity: int) -> None:
     await session.execute(sa.update(Slot).where(col(Slot.id) == slot_id).values(capacity=capacity))
+
+
+async def change_slot(
+    session: AsyncSession, slot_id: str, *, capacity: int, pools: dict[str, int] | None
+) -> None:
+    await session.execute(
+        sa.update(Slot).where(col(Slot.id) == slot_id).values(capacity=capacity, pools=pools)
+    )
 
 
 # reservations ------------------------------------------------------------------------------

@@ -58,6 +58,18 @@ class VisitorIn(Strict):
             raise PydanticCustomError(error.rule, error.message) from None
 
 
+class GroupVisitorIn(VisitorIn):
+    """A group member: the date of birth decides who is a minor. A resident ID carries it;
+    other documents need `birth_date`."""
+
+    birth_date: date | None = None
+
+
+class GroupRequest(Strict):
+    slot_id: SlotId
+    visitors: list[GroupVisitorIn] = Field(min_length=1, max_length=500)
+
+
 class RescheduleRequest(Strict):
     slot_id: SlotId
 
@@ -115,8 +127,22 @@ class AccountPublic(BaseModel):
     verified: bool
 
 
+Channel = Literal["online", "window", "group"]
+Pools = dict[Channel, Annotated[int, Field(ge=0, le=1_000_000)]]
+
+
 class SlotPatch(Strict):
-    capacity: int = Field(ge=0, le=1_000_000)
+    """A slot's cap, and the places it keeps for sales channels (`pools`, null for none):
+    `window` for operators' sales on site, `group` for group reservations, `online` for the
+    apps. Channels without a pool share the rest; unsold pool places join the general sale at
+    the site's `pool_rollover`."""
+
+    capacity: int | None = Field(default=None, ge=0, le=1_000_000)
+    pools: Pools | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> SlotPatch:
+        return _a_change(self, nullable={"pools"})
 
 
 # managers' tools ---------------------------------------------------------------------------
@@ -165,6 +191,72 @@ class AlertThresholds(Strict):
         return self
 
 
+class ReleaseBatch(Strict):
+    """A share of every slot's places going on sale `days_before` the visit, at `at` (the
+    site's time). Several batches sell a day in steps; a last one with `days_before: 1` holds a
+    share back for the day before."""
+
+    days_before: int = Field(ge=0, le=90)
+    at: time
+    share: float = Field(gt=0, le=1)
+
+
+class PoolRollover(Strict):
+    """When unsold places kept for a channel's pool join the general sale."""
+
+    days_before: int = Field(ge=0, le=90)
+    at: time
+
+
+class RefundPolicy(Strict):
+    """When a cancelled reservation's places go back on sale: `immediate`; after a `delay`
+    of `minutes`; or at a `random-batch`: one of the next daily `batches` times, drawn at
+    random, so a scalper cannot time a hand-over (the places of a slot whose sales end
+    before any such batch stay off sale)."""
+
+    mode: Literal["immediate", "delay", "random-batch"]
+    minutes: int | None = Field(default=None, ge=1, le=10_080)
+    batches: list[time] | None = Field(default=None, min_length=1, max_length=24)
+
+    @model_validator(mode="after")
+    def _complete(self) -> RefundPolicy:
+        if self.mode == "delay" and self.minutes is None:
+            raise PydanticCustomError("required-for-delay", "a delay needs its minutes")
+        if self.mode == "random-batch" and not self.batches:
+            raise PydanticCustomError("required-for-random-batch", "name the batches' times")
+        return self
+
+
+class GroupRules(Strict):
+    """What a group reservation must be at a site (the Palace Museum's minors' groups: at most
+    35 people, at most 30 minors, one adult for every 10 minors, 200 groups a day)."""
+
+    min_people: int = Field(default=2, ge=1, le=500)
+    max_people: int = Field(ge=1, le=500)
+    max_minors: int = Field(ge=0, le=500)
+    minors_per_adult: int = Field(ge=1, le=500, description="at least one adult per so many")
+    groups_per_day: int = Field(ge=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GroupRules:
+        if self.min_people > self.max_people:
+            raise PydanticCustomError("min-at-most-max", "min_people <= max_people")
+        return self
+
+
+class FairRelease(Strict):
+    """Requests in the `prequeue_minutes` before a date goes on sale become draw entries,
+    served in a random order at the release time (POST /v1/draws/entries)."""
+
+    prequeue_minutes: int = Field(ge=1, le=10_080)
+
+
+# Site settings kept as JSON: stored as their JSON form.
+JSON_SETTINGS = frozenset(
+    {"release_batches", "pool_rollover", "refund_policy", "fair_release", "group_rules"}
+)
+
+
 class SiteSettings(Strict):
     """What a site's managers may change. Every field optional: a PATCH names only what
     changes; the whole site is checked again after the change (opening hours in order...)."""
@@ -190,17 +282,48 @@ class SiteSettings(Strict):
     account_hold_limit: int | None = Field(default=None, ge=1, le=100)
     entry_grace_minutes: int | None = Field(default=None, ge=0, le=240)
     alert_thresholds: AlertThresholds | None = None
+    release_batches: list[ReleaseBatch] | None = Field(default=None, min_length=1, max_length=10)
+    pool_rollover: PoolRollover | None = None
+    refund_policy: RefundPolicy | None = None
+    fair_release: FairRelease | None = None
+    group_rules: GroupRules | None = None
 
     @field_validator("closed_weekdays")
     @classmethod
     def _distinct_weekdays(cls, value: list[int] | None) -> list[int] | None:
         return _distinct(value)
 
+    @field_validator("release_batches")
+    @classmethod
+    def _whole_release(cls, value: list[ReleaseBatch] | None) -> list[ReleaseBatch] | None:
+        if value is None:
+            return None
+        if abs(sum(batch.share for batch in value) - 1) > 1e-9:
+            raise PydanticCustomError("shares-add-up", "the batches' shares add up to 1")
+        moments = [(-batch.days_before, batch.at) for batch in value]
+        if len(set(moments)) != len(moments):
+            raise PydanticCustomError("distinct", "two batches at the same moment")
+        return sorted(value, key=lambda batch: (-batch.days_before, batch.at))
+
+    def changes(self) -> dict[str, Any]:
+        changes = super().changes()
+        for name in JSON_SETTINGS & changes.keys():
+            value = getattr(self, name)
+            changes[name] = (
+                None
+                if value is None
+                else [b.model_dump(mode="json") for b in value]
+                if isinstance(value, list)
+                else value.model_dump(mode="json", exclude_none=True)
+            )
+        return changes
+
 
 class SitePatch(SiteSettings):
     @model_validator(mode="after")
     def _something(self) -> SitePatch:
-        return _a_change(self)
+        # Null puts a schedule or policy back to the default.
+        return _a_change(self, nullable=JSON_SETTINGS)
 
 
 class SiteCreate(SiteSettings):
@@ -269,6 +392,7 @@ class TemplateSettings(Strict):
     capacity: int | None = Field(default=None, ge=0, le=1_000_000)
     repeat_minutes: int | None = Field(default=None, ge=5, le=720)
     weekdays: list[Weekday] | None = Field(default=None, min_length=1, max_length=7)
+    pools: Pools | None = None  # the places its slots keep for sales channels
 
     @field_validator("weekdays")
     @classmethod
@@ -291,7 +415,7 @@ class TemplatePatch(TemplateSettings):
     @model_validator(mode="after")
     def _something(self) -> TemplatePatch:
         # A template may become one window again: repeat_minutes null is a change.
-        return _a_change(self, nullable={"repeat_minutes"})
+        return _a_change(self, nullable={"repeat_minutes", "pools"})
 
 
 class TemplatePublic(BaseModel):
@@ -303,6 +427,7 @@ class TemplatePublic(BaseModel):
     capacity: int
     repeat_minutes: int | None
     weekdays: list[int]
+    pools: dict[str, int] | None = None
 
 
 class SlotGeneration(Strict):
@@ -417,6 +542,12 @@ class SitePublic(BaseModel):
     account_hold_limit: int
     entry_grace_minutes: int
     alert_thresholds: dict[str, float] | None = None
+    # As stored (see ReleaseBatch, PoolRollover, RefundPolicy, FairRelease, GroupRules).
+    release_batches: list[dict[str, Any]] | None = None
+    pool_rollover: dict[str, Any] | None = None
+    refund_policy: dict[str, Any] | None = None
+    fair_release: dict[str, Any] | None = None
+    group_rules: dict[str, Any] | None = None
     closed_reason: str | None = None
     zones: list[ZoneIn] | None = None  # of the applied capacity plan
     gates: list[GatePublic]
@@ -438,6 +569,7 @@ class SlotPublic(BaseModel):
     on_sale: bool
     sales_open_at: datetime
     sales_close_at: datetime
+    pools: dict[str, int] | None = None
 
 
 class VisitorPublic(BaseModel):
@@ -766,6 +898,8 @@ WEBHOOK_TOPICS = frozenset(
         "reservation.cancelled_by_site",
         "waitlist.offered",
         "waitlist.closed",
+        "draw.won",
+        "draw.lost",
         "site.alert_level",
         "site.closed",
     }
@@ -809,3 +943,54 @@ class DeliveryPublic(BaseModel):
     last_status: int | None
     last_error: str | None
     delivered_at: datetime | None
+
+
+# fair release ------------------------------------------------------------------------------
+
+
+class DrawEntryRequest(Strict):
+    """Up to three slots of one site-day, the first the most wanted, for one party."""
+
+    choices: list[SlotId] = Field(min_length=1, max_length=3)
+    visitors: list[VisitorIn] = Field(min_length=1, max_length=50)
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct_choices(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("distinct", "a slot is chosen once")
+        return value
+
+
+class DrawEntryPublic(BaseModel):
+    id: str
+    status: str  # queued, serving, won, lost
+    site: str
+    date: date
+    choices: list[str]
+    party_size: int
+    early: bool  # entered before the release time: drawn
+    position: int | None  # in the serving order, once drawn
+    slot_id: str | None  # won
+    choice: int | None  # which choice was won (1 = the first)
+    reservation_id: str | None  # the hold won: confirm it before `offer_expires_at`
+    offer_expires_at: datetime | None
+    visitors: list[VisitorPublic]
+    created_at: datetime
+
+
+class DrawPublic(BaseModel):
+    """A fair release, open to anyone's audit: shuffling `entries` (the early entries' ids in
+    the order they arrived) with Python's `random.Random(seed).shuffle` gives `order`."""
+
+    site: str
+    date: date
+    prequeue_opens_at: datetime
+    opens_at: datetime
+    status: str  # open, drawn, served
+    seed: str | None
+    drawn_at: datetime | None
+    served_at: datetime | None
+    entries: list[str]
+    order: list[str] | None
+    late_entries: int  # entered after the release time: served after the draw, in order

@@ -8,6 +8,7 @@ back commits in SQL first and then returns the units to Redis.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from collections import defaultdict
@@ -21,22 +22,30 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
-from booking.catalog import SlotRef, parse_slot_id
+from booking.catalog import SlotRef, parse_slot_id, places_back_at, sales_close_at
 from booking.crowd import Crowd
 from booking.errors import (
     HoldExpired,
     IdempotencyKeyReused,
     InvalidRequest,
     InvalidTransition,
+    NoGroupsHere,
     NotFound,
     RequestInFlight,
 )
+from booking.groups import check_group
 from booking.ids import IdHasher, birth_date, mask_id_number
 from booking.ledger import HoldLedger, PendingHold
-from booking.models import OutboxEvent, Reservation, ReservationStatus, Visitor
+from booking.models import Account, OutboxEvent, Reservation, ReservationStatus, Visitor
 from booking.reconcile import Reconciler
 from booking.repository import KeyConflict, MissingSlot, UnitConflict, classify
-from booking.schemas import Alternative, ReservationPublic, VisitorIn, VisitorPublic
+from booking.schemas import (
+    Alternative,
+    GroupVisitorIn,
+    ReservationPublic,
+    VisitorIn,
+    VisitorPublic,
+)
 from booking.sites import Catalog
 from capacity.clock import Clock
 from capacity.counters import Allocation, Counters
@@ -74,6 +83,10 @@ class Receipt:
 
 def new_id() -> str:
     return secrets.token_hex(16)
+
+
+def window_account_id(site_id: str) -> str:
+    return "window-" + hashlib.sha256(site_id.encode()).hexdigest()[:25]
 
 
 class Booking:
@@ -131,19 +144,112 @@ class Booking:
         self._check_born(visitors, today=self._clock.now().astimezone(times[0].tzinfo).date())
 
     async def hold_offered(
-        self, *, owner_id: str, slot_id: str, visitors: Sequence[Named]
+        self, *, owner_id: str, slot_id: str, visitors: Sequence[Named], draw: bool = False
     ) -> ReservationPublic:
-        """A hold the waitlist gives the first in line when places come back. It is not one
-        the account asked for, so it does not count against the account's open holds; the
-        per-ID and per-day rules apply as to any hold."""
+        """A hold the waitlist gives the first in line when places come back, or a fair
+        release's `draw` to an entry in its turn. It is not one the account asked for, so it
+        does not count against the account's open holds; the per-ID and per-day rules apply
+        as to any hold."""
         ref = parse_slot_id(slot_id)
         if ref is None:
             raise NotFound(f"no slot {slot_id}")
         times = await self._catalog.slot_times(ref.id)
         claim = _Claim(owner_id, ref.site_day.site, new_id())
-        held = await self._hold_claimed(claim, ref, visitors, None, self._clock.now(), times)
+        now = self._clock.now()
+        held = await self._hold_claimed(claim, ref, visitors, None, now, times, draw=draw)
         assert isinstance(held, ReservationPublic)  # no idempotency key: never a replay
         return held
+
+    async def hold_group(
+        self,
+        *,
+        owner_id: str,
+        slot_id: str,
+        visitors: Sequence[GroupVisitorIn],
+        idempotency: Idempotency | None = None,
+    ) -> Receipt:
+        """Hold places for a group (a school class, a tour): the site's composition rules
+        apply instead of its party size limit and the per-account day limit (the limit of open
+        holds stays), the day takes at most its number of groups, and the places come from
+        the slot's `group` pool where it keeps one."""
+        ref = parse_slot_id(slot_id)
+        if ref is None:
+            raise NotFound(f"no slot {slot_id}")
+        id_hashes = self.hash_ids(visitors)
+        async with self._idempotent(idempotency) as attempt:
+            if attempt.replay is not None:
+                return attempt.replay  # a retry replays, whatever the rules became since
+            async with self._sessions() as session:
+                site = await repo.get_site(session, ref.site_day.site)
+            if site is None:
+                raise NotFound(f"no slot {slot_id}")
+            if not site.group_rules:
+                raise NoGroupsHere(f"{site.id} takes no group reservations")
+            check_group(site.group_rules, visitors, ref.site_day.visit_date)
+            public = await self._hold(owner_id, ref, visitors, id_hashes, idempotency, "group")
+            if isinstance(public, Receipt):
+                return public
+            return await self._finish(attempt, public)
+
+    async def sell_at_window(
+        self,
+        *,
+        site_id: str,
+        slot_id: str,
+        visitors: Sequence[VisitorIn],
+        idempotency: Idempotency | None = None,
+    ) -> Receipt:
+        """A sale at the site's window, by an operator, for visitors without the app (elderly
+        visitors first): taken from the slot's window pool where it keeps one, confirmed at
+        once, under the site's window account (no per-account limit; the per-ID rules apply)."""
+        ref = parse_slot_id(slot_id)
+        if ref is None:
+            raise NotFound(f"no slot {slot_id}")
+        if ref.site_day.site != site_id:
+            raise InvalidRequest(
+                field="slot_id", rule="this-site", message=f"a slot of {site_id} is sold here"
+            )
+        id_hashes = self.hash_ids(visitors)
+        async with self._idempotent(idempotency) as attempt:
+            if attempt.replay is not None:
+                return attempt.replay
+            now = self._clock.now()
+            times = await self._catalog.slot_times(ref.id)
+            self._check_born(visitors, today=now.astimezone(times[0].tzinfo).date())
+            owner = await self._window_account(site_id, now)
+            claim = _Claim(owner, site_id, new_id())
+            named = self.named(visitors, id_hashes)
+            held = await self._hold_claimed(claim, ref, named, None, now, times, "window")
+            assert isinstance(held, ReservationPublic)  # no idempotency key: never a replay
+            async with self._sessions() as session, session.begin():
+                await repo.move_status(
+                    session,
+                    [held.id],
+                    from_statuses=[ReservationStatus.held],
+                    to=ReservationStatus.confirmed,
+                    now=now,
+                    ticket_secret=secrets.token_urlsafe(32),
+                )
+                public = await self._public(session, held.id)
+                session.add(_event("reservation.confirmed", public, owner, now, channel="window"))
+                if idempotency is not None:
+                    await self._record(session, idempotency, 201, public, now)
+            return await self._finish(attempt, public)
+
+    async def _window_account(self, site_id: str, now: datetime) -> str:
+        """The account a site's window sales are made under (nobody can log in to it)."""
+        account_id = window_account_id(site_id)
+        async with self._sessions() as session:
+            if await repo.has_account(session, account_id):
+                return account_id
+        try:
+            async with self._sessions() as session, session.begin():
+                await repo.add_account(
+                    session, Account(id=account_id, password_hash="!", created_at=now)
+                )
+        except IntegrityError:
+            pass  # made by a racing sale meanwhile
+        return account_id
 
     async def _hold(
         self,
@@ -152,6 +258,7 @@ class Booking:
         visitors: Sequence[VisitorIn],
         id_hashes: Sequence[str],
         idempotency: Idempotency | None,
+        channel: str = "online",
     ) -> ReservationPublic | Receipt:
         now = self._clock.now()
         times = await self._catalog.slot_times(ref.id)
@@ -169,7 +276,7 @@ class Booking:
         )
         claim = _Claim(owner_id, site, reservation_id)
         try:
-            held = await self._hold_claimed(claim, ref, named, idempotency, now, times)
+            held = await self._hold_claimed(claim, ref, named, idempotency, now, times, channel)
         except BaseException:
             if not claim.saved:
                 await asyncio.shield(self._end_holds([claim.key]))
@@ -186,12 +293,15 @@ class Booking:
         idempotency: Idempotency | None,
         now: datetime,
         times: tuple[datetime, datetime],
+        channel: str = "online",
+        *,
+        draw: bool = False,
     ) -> ReservationPublic | Receipt:
         owner_id, reservation_id = claim.owner, claim.reservation
         id_hashes = [v.id_hash for v in visitors]
         for attempt in (1, 2):
             allocation = await self._allocate(
-                ref, id_hashes, now, len(visitors), times, owner_id, reservation_id
+                ref, id_hashes, now, len(visitors), times, owner_id, reservation_id, channel, draw
             )
             public = ReservationPublic(
                 id=reservation_id,
@@ -210,7 +320,7 @@ class Booking:
                 created_at=now,
             )
             pending = PendingHold(
-                reservation=self._reservation_row(public, owner_id, idempotency, now),
+                reservation=self._reservation_row(public, owner_id, idempotency, now, channel),
                 visitors=[
                     self._visitor_row(public, i, v, allocation) for i, v in enumerate(visitors)
                 ],
@@ -267,6 +377,8 @@ class Booking:
         times: tuple[datetime, datetime],
         owner_id: str,
         reservation_id: str,
+        channel: str = "online",
+        draw: bool = False,
     ) -> Allocation:
         async with self._admission(ref, party, times):
             return await self._counters.allocate(
@@ -276,6 +388,8 @@ class Booking:
                 now=now,
                 owner=owner_id,
                 reservation=reservation_id,
+                channel=channel,
+                draw=draw,
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -387,8 +501,10 @@ class Booking:
             if attempt.replay is not None:
                 return attempt.replay
             now = self._clock.now()
+            back_at: dict[str, datetime] = {}
             async with self._sessions() as session, session.begin():
                 reservation = await self._own(session, reservation_id, owner_id)
+                was = reservation.status
                 changed = await repo.move_status(
                     session,
                     [reservation_id],
@@ -400,13 +516,32 @@ class Booking:
                     raise InvalidTransition(
                         f"a {reservation.status} reservation cannot be cancelled"
                     )
+                if was == ReservationStatus.confirmed:
+                    # A refund: the site's policy says when its places go back on sale.
+                    when = await self._refund_back_at(session, reservation, now)
+                    if when is not None:
+                        await repo.set_places_back_at(session, reservation_id, when)
+                        back_at[reservation_id] = when
                 visitors = list(await repo.visitors_of(session, changed))
                 public = await self._public(session, reservation_id)
                 session.add(_event("reservation.cancelled", public, owner_id, now))
                 if idempotency is not None:
                     await self._record(session, idempotency, 200, public, now)
-            await self._release(visitors, {reservation_id: owner_id})
+            await release_units(self._counters, visitors, {reservation_id: owner_id}, back_at)
             return await self._finish(attempt, public)
+
+    async def _refund_back_at(
+        self, session: AsyncSession, reservation: Reservation, now: datetime
+    ) -> datetime | None:
+        site = await repo.get_site(session, reservation.site_id)
+        if site is None or not site.refund_policy or site.refund_policy["mode"] == "immediate":
+            return None
+        slot = await repo.get_slot(session, reservation.slot_id)
+        if slot is None:  # pragma: no cover - a reservation's slot is never deleted
+            return None
+        closes = sales_close_at(site, slot.visit_date, slot.end)
+        when = places_back_at(site, now, closes, secrets.randbelow)
+        return when if when is not None and when > now else None
 
     async def reschedule(
         self,
@@ -450,6 +585,8 @@ class Booking:
                             new.key,
                             slot_units=[v.slot_unit for v in visitors],
                             now=now,
+                            reservation=reservation_id,
+                            channel=reservation.channel,
                         )
                 units = {
                     v.id or 0: (unit, v.day_unit)
@@ -459,7 +596,14 @@ class Booking:
                 id_hashes = [v.id_hash for v in visitors]
                 with _offers_only_elsewhere(old):
                     allocation = await self._allocate(
-                        new, id_hashes, now, party, times, owner_id, reservation_id
+                        new,
+                        id_hashes,
+                        now,
+                        party,
+                        times,
+                        owner_id,
+                        reservation_id,
+                        reservation.channel,
                     )
                 units = {
                     v.id or 0: (allocation.slot_units[i], allocation.day_units[i])
@@ -762,10 +906,12 @@ class Booking:
         owner_id: str,
         idempotency: Idempotency | None,
         now: datetime,
+        channel: str,
     ) -> dict[str, object]:
         return {
             "id": public.id,
             "owner_id": owner_id,
+            "channel": channel,
             "site_id": public.site,
             "slot_id": public.slot_id,
             "visit_date": public.date,
@@ -801,12 +947,16 @@ class Booking:
 
 
 async def release_units(
-    counters: Counters, visitors: Sequence[Visitor], owners: dict[str, str]
+    counters: Counters,
+    visitors: Sequence[Visitor],
+    owners: dict[str, str],
+    back_at: dict[str, datetime] | None = None,
 ) -> None:
     """After commit: return the units of reservations that no longer hold places.
 
-    `owners` maps each reservation to its account. Release is idempotent, so a reservation
-    released twice (a racing sweeper, a rebuild in between) frees its units once.
+    `owners` maps each reservation to its account; `back_at`, a refunded reservation to when
+    its places go back on sale (a refund policy), else at once. Release is idempotent, so a
+    reservation released twice (a racing sweeper, a rebuild in between) frees its units once.
     """
     by_reservation: dict[str, list[Visitor]] = defaultdict(list)
     for visitor in visitors:
@@ -827,6 +977,7 @@ async def release_units(
                 visitor_ids=[v.id_hash for v in group],
                 owner=owner,
                 reservation=reservation_id,
+                back_at=(back_at or {}).get(reservation_id),
             )
         except CapacityUnavailable:
             # Committed in SQL already: the units leak (an undersell, never an oversell)

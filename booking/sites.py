@@ -7,11 +7,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking import repository as repo
 from booking.catalog import (
+    check_pools,
     generate_slots,
     horizon_dates,
     local,
@@ -119,7 +121,7 @@ class Catalog:
         """Places left per slot and in the day: Redis's count, or SQL's while Redis has none
         (being rebuilt, or unreachable), so the catalog stays readable through an outage."""
         try:
-            load = await self._counters.load(SiteDay(site.id, visit_date))
+            load = await self._counters.load(SiteDay(site.id, visit_date), now=self._clock.now())
         except CapacityUnavailable:
             load = None
         if load is not None:
@@ -197,6 +199,7 @@ class Catalog:
             on_sale=open_now,
             sales_open_at=opens,
             sales_close_at=closes,
+            pools=slot.pools,
         )
 
     async def slot_times(self, slot_id: str) -> tuple[datetime, datetime]:
@@ -254,7 +257,7 @@ class Catalog:
         cached = self._loads.get(site_day)
         if not fresh and cached is not None and cached[0] > now:
             return cached[1]
-        load = await self._counters.load(site_day)
+        load = await self._counters.load(site_day, now=self._clock.now())
         if len(self._loads) > 10_000:
             self._loads.clear()
         self._loads[site_day] = (now + LOAD_TTL_SECONDS, load)
@@ -285,31 +288,39 @@ class Catalog:
             for event in events
         ]
 
-    async def set_slot_capacity(self, slot_id: str, capacity: int, *, actor: str) -> SlotPublic:
-        """Change a slot's cap: SQL first, then Redis. Lowering it never cancels anyone."""
+    async def change_slot(
+        self, slot_id: str, changes: dict[str, Any], *, actor: str
+    ) -> tuple[SlotPublic, bool]:
+        """Change a slot's cap and pools: SQL first, then Redis. Lowering the cap never
+        cancels anyone. Returns the slot, and whether its pools changed (the day's counters
+        must then be rebuilt: they count each pool's places from SQL)."""
         ref = parse_slot_id(slot_id)
         async with self._sessions() as session, session.begin():
             slot = await repo.get_slot(session, slot_id)
             if slot is None or ref is None:
                 raise NotFound(f"no slot {slot_id}")
-            before = slot.capacity
-            await repo.set_slot_capacity(session, slot_id, capacity)
+            before = {name: getattr(slot, name) for name in changes}
+            capacity = changes.get("capacity", slot.capacity)
+            pools = changes.get("pools", slot.pools)
+            check_pools(pools, capacity)
+            await repo.change_slot(session, slot_id, capacity=capacity, pools=pools or None)
             await repo.add_audit(
                 session,
                 AuditEvent(
                     at=self._clock.now(),
                     actor=actor,
-                    action="slot.capacity",
+                    action="slot.capacity" if set(changes) == {"capacity"} else "slot.update",
                     site_id=slot.site_id,
                     target=slot_id,
-                    before={"capacity": before},
-                    after={"capacity": capacity},
+                    before=before,
+                    after=changes,
                 ),
             )
         # If Redis is unreachable here, SQL already holds the new cap; the reconciler sees the
         # caps differ and rebuilds the day.
-        await self._counters.set_slot_capacity(ref.site_day, ref.key, capacity)
-        return await self.slot(slot_id)
+        if "capacity" in changes:
+            await self._counters.set_slot_capacity(ref.site_day, ref.key, capacity)
+        return await self.slot(slot_id), "pools" in changes and pools != before.get("pools")
 
 
 async def ensure_slots(

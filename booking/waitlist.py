@@ -77,7 +77,7 @@ class Waitlist:
         if ref is None:
             raise NotFound(f"no slot {slot_id}")
         now = self._clock.now()
-        load = await self._counters.load(ref.site_day)
+        load = await self._counters.load(ref.site_day, now=now)
         if load is None or ref.key not in load.slots:
             async with self._sessions() as session:
                 if await repo.get_slot(session, slot_id) is None:
@@ -181,7 +181,7 @@ class Waitlist:
         offered = 0
         while True:
             now = self._clock.now()
-            load = await self._counters.load(ref.site_day)
+            load = await self._counters.load(ref.site_day, now=now)
             if load is None:
                 return offered
             state = load.slots.get(ref.key)

@@ -23,6 +23,8 @@ from capacity.errors import (
     AccountLimitReached,
     CapacityUnavailable,
     DuplicateVisitor,
+    FairReleasePending,
+    GroupLimitReached,
     OutsideBookingWindow,
     PartyTooLarge,
     SiteClosed,
@@ -35,6 +37,43 @@ from capacity.keys import SiteDay, open_holds
 
 def _load(name: str) -> str:
     return resources.files("capacity").joinpath("scripts", name).read_text(encoding="utf-8")
+
+
+def _with_room(name: str) -> str:
+    """A script that decides admission, after room.lua's shared rules (Lua cannot import)."""
+    return _load("room.lua") + "\n" + _load(name)
+
+
+PPM = 1_000_000  # shares of a cap, in millionths, as the counters keep them
+
+
+def release_field(batches: Sequence[tuple[datetime, float]]) -> str:
+    """The day hash's `release`: "at_ms:ppm" batches in time order, ppm the cumulative share
+    of every cap released by then ('' when everything is released at once)."""
+    if not batches:
+        return ""
+    parts, total = [], 0.0
+    for at, share in sorted(batches):
+        total += share
+        parts.append(f"{to_millis(at)}:{min(round(total * PPM), PPM)}")
+    return " ".join(parts)
+
+
+def pools_field(pools: dict[str, int] | None) -> str:
+    """The slot hash's `pools`: "channel:cap" for each channel with places kept for it."""
+    return " ".join(f"{channel}:{cap}" for channel, cap in sorted((pools or {}).items()))
+
+
+def released_share(release: str, now_ms: int | None) -> int:
+    """The share (ppm) of every cap on sale at `now_ms`, as room.lua computes it."""
+    if not release or now_ms is None:
+        return PPM
+    ppm = 0
+    for part in release.split():
+        at, share = part.split(":")
+        if int(at) <= now_ms:
+            ppm = int(share)
+    return ppm
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +94,15 @@ class SlotPlan:
     closes_at: datetime
     closed: bool
     taken: Sequence[int] = ()
+    pools: dict[str, int] = field(default_factory=dict)
+    pools_until: datetime | None = None  # when unsold pool places roll into general sale
+    pool_used: dict[str, int] = field(default_factory=dict)
+    by_pool: dict[str, str] = field(default_factory=dict)  # reservation -> its pool
+    returns: Sequence[tuple[str, datetime]] = ()  # refunded places off sale until then
+
+    @property
+    def pool_settings(self) -> tuple[str, int]:
+        return pools_field(self.pools), to_millis(self.pools_until) if self.pools_until else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +118,28 @@ class DayPlan:
     visitor_ids: Sequence[str] = ()
     slots: Sequence[SlotPlan] = ()
     owners: dict[str, list[str]] = field(default_factory=dict)
+    release: str = ""  # release_field() of the day's batches
+    returns: Sequence[tuple[str, datetime]] = ()
+    drawing: bool = False  # a fair release still serving its draw: no other sale yet
+    group_max: int = 0  # group reservations a day
+    groups: Sequence[str] = ()  # the active group reservations
 
     def settings(self) -> Settings:
         """What the counters must say about this day, besides the units."""
         return Settings(
-            day=(self.cap, to_millis(self.opens_at), self.closed, self.party_max, self.owner_max),
+            day=(
+                self.cap,
+                to_millis(self.opens_at),
+                self.closed,
+                self.party_max,
+                self.owner_max,
+                self.release,
+                self.drawing,
+                self.group_max,
+            ),
             slots={
-                slot.key: (slot.cap, to_millis(slot.closes_at), slot.closed) for slot in self.slots
+                slot.key: (slot.cap, to_millis(slot.closes_at), slot.closed, *slot.pool_settings)
+                for slot in self.slots
             },
         )
 
@@ -86,8 +149,8 @@ class Settings:
     """Caps, windows, closures and limits of a site-day: the reconciler rebuilds a day whose
     counters say otherwise than SQL (a manager's change that Redis missed)."""
 
-    day: tuple[int, int, bool, int, int]
-    slots: dict[str, tuple[int, int, bool]]
+    day: tuple[int, int, bool, int, int, str, bool, int]
+    slots: dict[str, tuple[int, int, bool, str, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +161,41 @@ class Load:
     used: int
     closed: bool = False
     closes_at_ms: int = 0
+    pools: str = ""
+    pools_until_ms: int = 0
+    pool_used: int = 0  # all pools together
+    pools_rolled_over: bool = False  # when it was read
+    on_sale_ppm: int = PPM  # the share released when it was read
+    channel_used: dict[str, int] = field(default_factory=dict)  # each pool's places
+    coming_back: dict[str, int] = field(default_factory=dict)  # refunds off sale, per channel
 
     @property
     def left(self) -> int:
-        return max(self.cap - self.used, 0)
+        """Places the general sale (the online channel) may still take."""
+        return max(self.room("online"), 0)
+
+    def room(self, channel: str) -> int:
+        """What room.lua's `slot_room` answers for `channel` (kept in step with it): what is
+        released, less refunds still off sale, less what the pools keep for their channels
+        until they roll over."""
+        released = self.cap * self.on_sale_ppm // PPM
+        room = released - self.used - sum(self.coming_back.values())
+        if not self.pools or self.pools_rolled_over:
+            return room
+        caps = {name: int(cap) for name, cap in (p.split(":") for p in self.pools.split())}
+        kept, in_pools, mine = 0, 0, None
+        for name, cap in caps.items():
+            pool_cap = cap * self.on_sale_ppm // PPM
+            used = self.channel_used.get(name, 0)
+            taken = used + self.coming_back.get(name, 0)
+            if name == channel:
+                mine = pool_cap - taken
+            kept += max(pool_cap, taken)
+            in_pools += used
+        if mine is None:
+            general_back = sum(n for name, n in self.coming_back.items() if name not in caps)
+            mine = released - kept - (self.used - in_pools) - general_back
+        return min(room, mine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +206,10 @@ class DayLoad:
     party_max: int = 0
     owner_max: int = 0
 
+    release: str = ""
+    drawing: bool = False
+    group_max: int = 0
+
     def settings(self) -> Settings:
         return Settings(
             day=(
@@ -120,9 +218,19 @@ class DayLoad:
                 self.day.closed,
                 self.party_max,
                 self.owner_max,
+                self.release,
+                self.drawing,
+                self.group_max,
             ),
             slots={
-                key: (slot.cap, slot.closes_at_ms, slot.closed) for key, slot in self.slots.items()
+                key: (
+                    slot.cap,
+                    slot.closes_at_ms,
+                    slot.closed,
+                    slot.pools,
+                    slot.pools_until_ms,
+                )
+                for key, slot in self.slots.items()
             },
         )
 
@@ -163,12 +271,12 @@ class Counters:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._allocate: AsyncScript = redis.register_script(_load("allocate.lua"))
+        self._allocate: AsyncScript = redis.register_script(_with_room("allocate.lua"))
         self._release: AsyncScript = redis.register_script(_load("release.lua"))
         self._rebuild: AsyncScript = redis.register_script(_load("rebuild.lua"))
         self._set_capacity: AsyncScript = redis.register_script(_load("set_capacity.lua"))
         self._claim_hold: AsyncScript = redis.register_script(_load("claim_hold.lua"))
-        self._move: AsyncScript = redis.register_script(_load("move.lua"))
+        self._move: AsyncScript = redis.register_script(_with_room("move.lua"))
 
     @property
     def redis(self) -> Redis:
@@ -183,17 +291,21 @@ class Counters:
         now: datetime,
         owner: str = "",
         reservation: str = "",
+        channel: str = "online",
+        draw: bool = False,
     ) -> Allocation:
         """Take one slot unit and one day unit per visitor, or raise why not (nothing taken).
 
         With an `owner`, the reservation also counts against the account's limit of active
-        reservations for the site-day (the day hash's `owner_max`).
+        reservations for the site-day (the day hash's `owner_max`). The `channel` sells from
+        its own pool where the slot keeps one for it, else from the general sale. Only a fair
+        release's `draw` takes places while the day is still serving its draw.
         """
         n = len(visitor_ids)
         reply = await self._call(
             self._allocate,
             site_day.allocation_keys(slot_key),
-            [to_millis(now), n, owner, reservation, *visitor_ids],
+            [to_millis(now), n, owner, reservation, channel, "1" if draw else "", *visitor_ids],
         )
         status = reply[0]
         if status == "ok":
@@ -209,15 +321,18 @@ class Counters:
         *,
         slot_units: Sequence[int],
         now: datetime,
+        reservation: str = "",
+        channel: str = "online",
     ) -> tuple[int, ...]:
         """Move a party between two slots of one site-day in one step: the new slot's units
         are taken and the old ones given back, or nothing changes (and the reason is raised).
-        The party keeps its day units. Returns the new slot units, in the party's order."""
+        The party keeps its day units, and its pool. Returns the new slot units, in the
+        party's order."""
         n = len(slot_units)
         reply = await self._call(
             self._move,
             site_day.move_keys(old_slot, new_slot),
-            [to_millis(now), n, *slot_units],
+            [to_millis(now), n, reservation, channel, *slot_units],
         )
         if reply[0] == "ok":
             return tuple(int(u) for u in reply[2:])
@@ -233,10 +348,12 @@ class Counters:
         visitor_ids: Sequence[str] = (),
         owner: str = "",
         reservation: str = "",
+        back_at: datetime | None = None,
     ) -> tuple[int, int]:
         """Give units back (idempotent); returns how many slot and day units were freed.
 
-        With an `owner`, the reservation no longer counts against the account's limit.
+        With an `owner`, the reservation no longer counts against the account's limit. With
+        `back_at` (a refund policy), the places stay off sale until then.
         """
         reply = await self._call(
             self._release,
@@ -244,6 +361,7 @@ class Counters:
             [
                 owner,
                 reservation,
+                to_millis(back_at) if back_at is not None else 0,
                 len(slot_units),
                 *slot_units,
                 len(day_units),
@@ -288,7 +406,12 @@ class Counters:
                 "closed": int(plan.closed),
                 "party_max": plan.party_max,
                 "owner_max": plan.owner_max,
+                "release": plan.release,
+                "drawing": int(plan.drawing),
+                "group_max": plan.group_max,
+                "groups": list(plan.groups),
                 "taken": list(plan.taken),
+                "returns": [[member, to_millis(at)] for member, at in plan.returns],
             },
             "ids": list(plan.visitor_ids),
             "owners": {owner: " ".join(ids) for owner, ids in plan.owners.items()},
@@ -300,6 +423,12 @@ class Counters:
                     "closes_at": to_millis(slot.closes_at),
                     "closed": int(slot.closed),
                     "taken": list(slot.taken),
+                    "pools": slot.pool_settings[0],
+                    "pool_until": slot.pool_settings[1],
+                    # cjson makes {} of an empty object and of an empty array alike
+                    "pool_used": slot.pool_used or {},
+                    "by": slot.by_pool or {},
+                    "returns": [[member, to_millis(at)] for member, at in slot.returns],
                 }
                 for slot in plan.slots
             ],
@@ -311,13 +440,18 @@ class Counters:
             site_day.visitor_ids,
             site_day.slot_index,
             site_day.owners,
+            site_day.day_returns,
         ]
         for slot in plan.slots:
-            keys += [site_day.slot(slot.key), site_day.slot_free(slot.key)]
+            keys += [
+                site_day.slot(slot.key),
+                site_day.slot_free(slot.key),
+                site_day.slot_returns(slot.key),
+            ]
         # Slots counted before but gone from SQL must not stay on sale.
         counted = await self._guard(self._redis.zrange(site_day.slot_index, 0, -1))
         for key in set(counted) - {slot.key for slot in plan.slots}:
-            keys += [site_day.slot(key), site_day.slot_free(key)]
+            keys += [site_day.slot(key), site_day.slot_free(key), site_day.slot_returns(key)]
         await self._call(self._rebuild, keys, [epoch, json.dumps(payload)])
 
     async def forget(self, site_day: SiteDay) -> None:
@@ -336,30 +470,58 @@ class Counters:
         keys = [site_day.epoch, site_day.day]
         return bool(await self._call(self._set_capacity, keys, [cap]))
 
-    async def load(self, site_day: SiteDay) -> DayLoad | None:
-        """Every slot's cap and use for a day, or None when the counters are not built."""
+    async def load(self, site_day: SiteDay, *, now: datetime | None = None) -> DayLoad | None:
+        """Every slot's cap and use for a day, or None when the counters are not built.
+
+        With `now`, the places left count only the share released by then and what the pools
+        keep (see room.lua); without it, as if everything were released.
+        """
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(site_day.epoch)
-            pipe.hmget(site_day.day, "cap", "used", "closed", "opens_at", "party_max", "owner_max")
+            pipe.hmget(
+                site_day.day,
+                "cap",
+                "used",
+                "closed",
+                "opens_at",
+                "party_max",
+                "owner_max",
+                "release",
+                "drawing",
+                "group_max",
+            )
             pipe.zrange(site_day.slot_index, 0, -1)
             built, day, slot_keys = await self._guard(pipe.execute())
         if not built or day[0] is None:
             return None
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in slot_keys:
-                pipe.hmget(site_day.slot(key), "cap", "used", "closed", "closes_at")
-            rows = await self._guard(pipe.execute())
+                pipe.hmget(site_day.slot(key), *_SLOT_FIELDS)
+            if now is not None:
+                # Refunded places still off sale (a refund policy), the day's, then each slot's.
+                window = (f"({to_millis(now)}", "+inf")
+                pipe.zrangebyscore(site_day.day_returns, *window)
+                for key in slot_keys:
+                    pipe.zrangebyscore(site_day.slot_returns(key), *window)
+            replies = await self._guard(pipe.execute())
+        rows = replies[: len(slot_keys)]
+        returns = replies[len(slot_keys) :] or [[] for _ in range(len(slot_keys) + 1)]
+        now_ms = None if now is None else to_millis(now)
+        ppm = released_share(day[6] or "", now_ms)
         slots = {
-            key: _as_load(row)
-            for key, row in zip(slot_keys, rows, strict=True)
+            key: _as_load(row, ppm, now_ms, _coming_back(back))
+            for key, row, back in zip(slot_keys, rows, returns[1:], strict=True)
             if row[0] is not None
         }
         return DayLoad(
-            _as_load(day[:3]),
+            _as_load(day[:3], ppm, coming_back=_coming_back(returns[0])),
             int(day[3] or 0),
             slots,
             party_max=int(day[4] or 0),
             owner_max=int(day[5] or 0),
+            release=day[6] or "",
+            drawing=day[7] == "1",
+            group_max=int(day[8] or 0),
         )
 
     async def snapshot(self, site_day: SiteDay) -> Snapshot | None:
@@ -432,11 +594,57 @@ class Counters:
             raise CapacityUnavailable("the admission counters are unreachable") from error
 
 
-def _as_load(row: Sequence[Any]) -> Load:
-    """cap, used, closed and, for a slot, closes_at (ms)."""
-    closes_at = int(row[3] or 0) if len(row) > 3 else 0
+_CHANNELS = ("online", "window", "group")
+_SLOT_FIELDS = (
+    "cap",
+    "used",
+    "closed",
+    "closes_at",
+    "pools",
+    "pool_until",
+    "used:pools",
+    *(f"used:{channel}" for channel in _CHANNELS),
+)
+
+
+def _coming_back(members: Sequence[str]) -> dict[str, int]:
+    """Places per channel of a returns set's members ("<reservation>:<places>:<channel>")."""
+    back: dict[str, int] = {}
+    for member in members:
+        _, places, channel = member.rsplit(":", 2)
+        back[channel] = back.get(channel, 0) + int(places)
+    return back
+
+
+def _as_load(
+    row: Sequence[Any],
+    ppm: int = PPM,
+    now_ms: int | None = None,
+    coming_back: dict[str, int] | None = None,
+) -> Load:
+    """cap, used, closed and, for a slot, the rest of _SLOT_FIELDS."""
+    if len(row) <= 3:
+        return Load(
+            cap=int(row[0]),
+            used=int(row[1] or 0),
+            closed=row[2] == "1",
+            on_sale_ppm=ppm,
+            coming_back=coming_back or {},
+        )
+    pools_until = int(row[5] or 0)
+    rolled_over = pools_until > 0 and now_ms is not None and now_ms >= pools_until
     return Load(
-        cap=int(row[0]), used=int(row[1] or 0), closed=row[2] == "1", closes_at_ms=closes_at
+        cap=int(row[0]),
+        used=int(row[1] or 0),
+        closed=row[2] == "1",
+        closes_at_ms=int(row[3] or 0),
+        pools=row[4] or "",
+        pools_until_ms=pools_until,
+        pools_rolled_over=rolled_over,
+        pool_used=int(row[6] or 0),
+        on_sale_ppm=ppm,
+        channel_used={c: int(u) for c, u in zip(_CHANNELS, row[7:], strict=True) if u},
+        coming_back=coming_back or {},
     )
 
 
@@ -490,6 +698,14 @@ def _refusal(reply: Sequence[Any], site_day: SiteDay, n: int) -> TidegateError:
         )
     if status == "closed":
         return SiteClosed()
+    if status == "drawing":
+        return FairReleasePending()
+    if status == "group-limit":
+        return GroupLimitReached(
+            f"{site_day.site} takes {reply[1]} group reservations a day and has them "
+            f"on {site_day.visit_date.isoformat()}",
+            limit=int(reply[1]),
+        )
     if status == "no-slot":
         return SlotNotCounted()
     return CapacityUnavailable(f"counters of {site_day} are being rebuilt")

@@ -40,6 +40,16 @@ class OutsideBookingWindow(TidegateError):
     code, status, title = "outside-booking-window", 409, "This slot is not on sale now"
 
 
+class FairReleasePending(TidegateError):
+    """The date is released by a fair draw: places go to its entries first."""
+
+    code, status, title = (
+        "fair-release-pending",
+        409,
+        "This date is released by a draw: join it with POST /v1/draws/entries",
+    )
+
+
 class SiteClosed(TidegateError):
     code, status, title = "site-closed", 409, "The site or slot is closed"
 
@@ -67,3 +77,9 @@ class AccountLimitReached(TidegateError):
     open at once at one site. `per` says which limit, `limit` how many are allowed."""
 
     code, status, title = "account-limit", 409, "This account has reached its limit here"
+
+
+class GroupLimitReached(TidegateError):
+    """The site takes at most `limit` group reservations a day, and has them."""
+
+    code, status, title = "group-limit", 409, "No more group reservations this day"

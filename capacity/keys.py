@@ -73,18 +73,27 @@ class SiteDay:
         return f"{self.tag}:suspects"
 
     @property
+    def day_returns(self) -> str:
+        """Sorted set of refunded day places kept off sale, scored by when they come back."""
+        return f"{self.tag}:day:returns"
+
+    @property
     def rebuild_lock(self) -> str:
         return f"{self.tag}:rebuild-lock"
 
     def slot(self, slot_key: str) -> str:
-        """Hash: cap, hwm, used, closes_at (ms), closed."""
+        """Hash: cap, hwm, used, closes_at (ms), closed, and its pools (see room.lua)."""
         return f"{self.tag}:slot:{slot_key}"
 
     def slot_free(self, slot_key: str) -> str:
         return f"{self.tag}:slot:{slot_key}:free"
 
+    def slot_returns(self, slot_key: str) -> str:
+        """Sorted set of refunded places kept off sale, scored by when they come back."""
+        return f"{self.tag}:slot:{slot_key}:returns"
+
     def allocation_keys(self, slot_key: str) -> list[str]:
-        """The seven keys of allocate.lua and release.lua, in their order."""
+        """The nine keys of allocate.lua and release.lua, in their order."""
         return [
             self.epoch,
             self.day,
@@ -93,10 +102,12 @@ class SiteDay:
             self.slot(slot_key),
             self.slot_free(slot_key),
             self.owners,
+            self.slot_returns(slot_key),
+            self.day_returns,
         ]
 
     def move_keys(self, old_slot: str, new_slot: str) -> list[str]:
-        """The six keys of move.lua, in its order."""
+        """The seven keys of move.lua, in its order."""
         return [
             self.epoch,
             self.day,
@@ -104,6 +115,7 @@ class SiteDay:
             self.slot_free(old_slot),
             self.slot(new_slot),
             self.slot_free(new_slot),
+            self.slot_returns(new_slot),
         ]
 
 

@@ -14,6 +14,8 @@ from service.api import (
     audit,
     crowd,
     dashboard,
+    draws,
+    groups,
     live,
     manage,
     ops,
@@ -25,6 +27,7 @@ from service.api import (
     tokens,
     waitlist,
     webhooks,
+    window,
 )
 from service.bodies import BodyRules
 from service.metrics import RequestTimer
@@ -83,7 +86,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         accounts,
         reservations,
         waitlist,
+        draws,
+        groups,
         webhooks,
+        window,
         tickets,
         crowd,
         live,

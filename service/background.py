@@ -25,7 +25,10 @@ async def sweep_once(runtime: Runtime) -> int:
     # A hold admitted just before its slot closed and written just after: the closure did
     # not see it, the sweeper does.
     await runtime.management.cancel_on_closed()
-    # Places that came back (expiries, cancellations, raised caps) go to the waitlists' heads.
+    # Fair releases whose time came are drawn, and their entries served in order.
+    await runtime.draws.run_due()
+    # Places that came back (expiries, cancellations, raised caps, refunds back on sale after
+    # their policy's delay) go to the waitlists' heads.
     await runtime.waitlist.offer()
     return expired
 

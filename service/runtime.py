@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 
 from booking.accounts import Accounts
 from booking.crowd import Crowd
+from booking.draws import Draws
 from booking.gates import Gates
 from booking.ids import IdHasher
 from booking.ledger import HoldLedger
@@ -78,6 +79,7 @@ class Runtime:
     management: Management
     crowd: Crowd
     waitlist: Waitlist
+    draws: Draws
     webhooks: Webhooks
     http: httpx.AsyncClient
     gates: Gates
@@ -148,6 +150,13 @@ class Runtime:
             ),
             crowd=crowd,
             waitlist=Waitlist(sessions=sessions, booking=booking, counters=counters, clock=clock),
+            draws=Draws(
+                sessions=sessions,
+                booking=booking,
+                counters=counters,
+                reconciler=reconciler,
+                clock=clock,
+            ),
             webhooks=Webhooks(sessions=sessions, clock=clock, http=http),
             http=http,
             management=Management(

@@ -1,12 +1,17 @@
 -- Replace one site-day's counters with the state proven in SQL, atomically.
 --
 -- KEYS: 1 epoch, 2 day hash, 3 day free units, 4 visitor id hashes, 5 slot index,
---       6 owners hash, then for each slot in ARGV's payload: its hash, its free units,
---       then the keys of slots counted before but gone from SQL (deleted)
+--       6 owners hash, 7 day returns, then for each slot in ARGV's payload: its hash, its
+--       free units, its returns, then the keys of slots counted before but gone from SQL
 -- ARGV: 1 epoch value, 2 JSON payload:
---   {"day": {"cap", "opens_at", "closed", "party_max", "owner_max", "taken": [units]},
+--   {"day": {"cap", "opens_at", "closed", "party_max", "owner_max", "release", "drawing",
+--            "group_max", "groups": [group reservation ids], "taken": [units],
+--            "returns": [[member, back_at]]},
 --    "ids": [hashes], "owners": {account: "reservation ids, space-separated"},
---    "slots": [{"key", "start", "cap", "closes_at", "closed", "taken": [units]}]}
+--    "slots": [{"key", "start", "cap", "closes_at", "closed", "taken": [units], "pools",
+--               "pool_until", "pool_used": {channel: places}, "by": {reservation: channel},
+--               "returns": [[member, back_at]]}]}
+-- (the release, pools and returns are explained in room.lua)
 --
 -- O(units of the day), unlike the booking scripts: it runs at start-up, after Redis lost
 -- its data, or when the reconciler finds drift, never on the booking path.
@@ -37,11 +42,23 @@ local function fill(hash_key, free_key, fields, taken)
   redis.call('HSET', hash_key, 'hwm', hwm, 'used', #taken, unpack(fields))
 end
 
+local function fill_returns(key, returns)
+  redis.call('DEL', key)
+  for _, entry in ipairs(returns) do
+    redis.call('ZADD', key, entry[2], entry[1])
+  end
+end
+
 local day = payload.day
-fill(KEYS[2], KEYS[3],
-  {'cap', day.cap, 'opens_at', day.opens_at, 'closed', day.closed, 'party_max', day.party_max,
-   'owner_max', day.owner_max},
-  day.taken)
+local day_fields = {'cap', day.cap, 'opens_at', day.opens_at, 'closed', day.closed,
+  'party_max', day.party_max, 'owner_max', day.owner_max, 'release', day.release,
+  'drawing', day.drawing, 'group_max', day.group_max, 'groups', #day.groups}
+for _, reservation in ipairs(day.groups) do
+  day_fields[#day_fields + 1] = 'grp:' .. reservation
+  day_fields[#day_fields + 1] = 1
+end
+fill(KEYS[2], KEYS[3], day_fields, day.taken)
+fill_returns(KEYS[7], day.returns)
 
 redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
 local owners = {}
@@ -62,13 +79,27 @@ for i = 1, #ids, 1000 do
 end
 
 for i, slot in ipairs(payload.slots) do
-  local hash_key, free_key = KEYS[5 + 2 * i], KEYS[6 + 2 * i]
-  fill(hash_key, free_key,
-    {'cap', slot.cap, 'closes_at', slot.closes_at, 'closed', slot.closed}, slot.taken)
+  local hash_key, free_key = KEYS[5 + 3 * i], KEYS[6 + 3 * i]
+  local fields = {'cap', slot.cap, 'closes_at', slot.closes_at, 'closed', slot.closed,
+    'pools', slot.pools, 'pool_until', slot.pool_until}
+  local pooled = 0
+  for channel, places in pairs(slot.pool_used) do
+    fields[#fields + 1] = 'used:' .. channel
+    fields[#fields + 1] = places
+    pooled = pooled + places
+  end
+  fields[#fields + 1] = 'used:pools'
+  fields[#fields + 1] = pooled
+  for reservation, channel in pairs(slot.by) do
+    fields[#fields + 1] = 'by:' .. reservation
+    fields[#fields + 1] = channel
+  end
+  fill(hash_key, free_key, fields, slot.taken)
+  fill_returns(KEYS[7 + 3 * i], slot.returns)
   redis.call('ZADD', KEYS[5], slot.start, slot.key)
 end
 
-for i = 7 + 2 * #payload.slots, #KEYS do
+for i = 8 + 3 * #payload.slots, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 
-from booking.errors import Forbidden, NotFound, Unauthorized
+from booking.catalog import parse_slot_id
+from booking.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from booking.schemas import SitePublic, SlotPatch, SlotPublic
 from service import access
 from service.access import ANYONE, SlotManagerDep
@@ -70,13 +71,19 @@ async def get_slot(slot_id: str, catalog: CatalogDep) -> SlotPublic:
 @router.patch(
     "/slots/{slot_id}",
     response_model=SlotPublic,
-    responses=problem_responses(NotFound, Unauthorized, Forbidden),
+    responses=problem_responses(NotFound, InvalidRequest, Unauthorized, Forbidden),
 )
 async def change_slot(
     slot_id: str, body: SlotPatch, catalog: CatalogDep, runtime: RuntimeDep, staff: SlotManagerDep
 ) -> SlotPublic:
-    """Change a slot's capacity (its site's managers, admins); lowering it cancels nobody."""
-    await catalog.set_slot_capacity(slot_id, body.capacity, actor=staff.actor)
+    """Change a slot's capacity and the places it keeps for sales channels (`pools`: `window`
+    for the site's window, `group` for groups, `online` for the apps; the channels without a
+    pool share the rest) (its site's managers, admins). Lowering a cap cancels nobody."""
+    _, pools_changed = await catalog.change_slot(slot_id, body.changes(), actor=staff.actor)
+    if pools_changed:
+        ref = parse_slot_id(slot_id)
+        assert ref is not None  # the slot exists
+        await runtime.reconciler.rebuild(ref.site_day)
     # A raised cap serves the slot's waitlist first.
     await runtime.waitlist.offer([slot_id])
     return await catalog.slot(slot_id)

@@ -78,12 +78,17 @@ async def sql_snapshot(runtime: Runtime, site_day: SiteDay) -> Snapshot:
                 site_day.visit_date.weekday() in site.closed_weekdays,
                 site.party_size_limit,
                 site.account_day_limit,
+                "",  # released at once
+                False,  # no draw
+                int((site.group_rules or {}).get("groups_per_day", 0)),
             ),
             slots={
                 slot_key(slot.start): (
                     slot.capacity,
                     to_millis(sales_close_at(site, slot.visit_date, slot.end)),
                     slot.status == "closed",
+                    "",  # no pools
+                    0,
                 )
                 for slot in slots
             },
@@ -386,7 +391,7 @@ async def test_concurrent_holds_on_a_stale_slot_never_oversell(
     tourist: dict[str, str],
 ) -> None:
     """Batched inserts meet stale units: each hold still gets its own verdict."""
-    await runtime.catalog.set_slot_capacity(YONGHE_10, 30, actor="test")
+    await runtime.catalog.change_slot(YONGHE_10, {"capacity": 30}, actor="test")
     for _ in range(10):
         await held(client, tourist)
     for unit in (2, 4, 6, 8, 10):

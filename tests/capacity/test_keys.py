@@ -22,6 +22,8 @@ LUA_KEY_NAMES = {
     "slot hash": lambda sd, slot: sd.slot(slot),
     "slot free units": lambda sd, slot: sd.slot_free(slot),
     "owners hash": lambda sd, slot: sd.owners,
+    "slot returns": lambda sd, slot: sd.slot_returns(slot),
+    "day returns": lambda sd, slot: sd.day_returns,
 }
 
 
@@ -79,6 +81,9 @@ def test_keys_of_a_site_day_are_all_distinct() -> None:
         PALACE.slot_free("0900"),
         PALACE.slot("1300"),
         PALACE.slot_free("1300"),
+        PALACE.slot_returns("0900"),
+        PALACE.slot_returns("1300"),
+        PALACE.day_returns,
     ]
     assert len(set(keys)) == len(keys)
 

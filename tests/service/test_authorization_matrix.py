@@ -96,6 +96,7 @@ POST /v1/accounts                                                               
 POST /v1/accounts/verify                                                             403   403   403   403   403   403   403   200   401
 POST /v1/sessions                                                                    200   200   200   200   200   200   200   200   200
 POST /v1/reservations                                                                201   201   403   403   403   403   403   403   401
+POST /v1/group-reservations                                                          201   201   403   403   403   403   403   403   401
 GET /v1/reservations                                                                 200   200   403   403   403   403   403   403   401
 POST /v1/reservations/{reservation_id}/confirm                                       200   404   403   403   403   403   403   403   401
 POST /v1/reservations/{reservation_id}/cancel                                        200   404   403   403   403   403   403   403   401
@@ -104,6 +105,9 @@ GET /v1/reservations/{reservation_id}                                           
 POST /v1/waitlist                                                                    201   201   403   403   403   403   403   403   401
 GET /v1/waitlist/{entry_id}                                                          200   404   403   403   403   403   403   403   401
 DELETE /v1/waitlist/{entry_id}                                                       204   404   403   403   403   403   403   403   401
+POST /v1/draws/entries                                                               201   201   403   403   403   403   403   403   401
+GET /v1/draws/entries/{entry_id}                                                     200   404   403   403   403   403   403   403   401
+GET /v1/draws/{site_id}/{visit_date}                                                 200   200   200   200   200   200   200   200   200
 POST /v1/webhooks                                                                    201   201   403   403   403   403   403   403   401
 GET /v1/webhooks                                                                     200   200   403   403   403   403   403   403   401
 DELETE /v1/webhooks/{subscription_id}                                                204   404   403   403   403   403   403   403   401
@@ -116,6 +120,7 @@ GET /v1/sites/{site_id}/webhooks/{subscription_id}/deliveries                   
 POST /v1/sites/{site_id}/webhooks/{subscription_id}/deliveries/{delivery_id}/replay  403   403   200   403   403   403   200   403   401
 GET /v1/reservations/{reservation_id}/ticket                                         200   404   403   403   403   403   403   403   401
 POST /v1/gates/{gate_id}/scans                                                       403   403   403   403   403   200   403   403   401
+POST /v1/sites/{site_id}/window-sales                                                403   403   201   403   201   403   201   403   401
 GET /v1/sites/{site_id}/occupancy                                                    403   403   200   403   200   403   200   403   401
 GET /v1/live                                                                         403   403   200   200   200   403   200   403   401
 GET /v1/suggestions                                                                  200   200   200   200   200   200   200   200   200
@@ -512,6 +517,71 @@ async def _read_entry(world: World, who: str) -> Sample:
 @sample("DELETE /v1/waitlist/{entry_id}")
 async def _leave_waitlist(world: World, who: str) -> Sample:
     return Sample(f"/v1/waitlist/{await owners_entry(world)}")
+
+
+# Groups: yonghe-temple takes them once its managers set the rules.
+
+
+@sample("POST /v1/group-reservations")
+async def _hold_group(world: World, who: str) -> Sample:
+    rules = {"max_people": 35, "max_minors": 30, "minors_per_adult": 10, "groups_per_day": 200}
+    await as_admin(world, "PATCH", f"/v1/sites/{YONGHE}", json={"group_rules": rules})
+    body = {"slot_id": "yonghe-temple.2026-12-01.1100", "visitors": [visitor(), visitor()]}
+    return Sample("/v1/group-reservations", json=body)
+
+
+# Fair release: yonghe-temple (sales open a day ahead at 00:00 Beijing) draws 3 December;
+# its pre-queue window (a day long here) is open at the world's time.
+
+DRAW_DAY = "2026-12-03"
+DRAW_SLOT = f"yonghe-temple.{DRAW_DAY}.1000"
+_DRAW_ENTRIES: dict[str, str] = {}
+
+
+async def fair_release(world: World) -> None:
+    await as_admin(
+        world, "PATCH", f"/v1/sites/{YONGHE}", json={"fair_release": {"prequeue_minutes": 1440}}
+    )
+
+
+@sample("POST /v1/draws/entries")
+async def _enter_draw(world: World, who: str) -> Sample:
+    await fair_release(world)
+    return Sample("/v1/draws/entries", json={"choices": [DRAW_SLOT], "visitors": [visitor()]})
+
+
+async def owners_draw_entry(world: World) -> str:
+    """The owner's entry in the draw of 3 December, made once per world."""
+    if world.reservation_id not in _DRAW_ENTRIES:
+        await fair_release(world)
+        entered = await world.client.post(
+            "/v1/draws/entries",
+            json={"choices": [DRAW_SLOT], "visitors": [visitor()]},
+            headers=world.headers[OWNER],
+        )
+        assert entered.status_code == 201, entered.text
+        _DRAW_ENTRIES[world.reservation_id] = entered.json()["id"]
+    return _DRAW_ENTRIES[world.reservation_id]
+
+
+@sample("GET /v1/draws/entries/{entry_id}")
+async def _read_draw_entry(world: World, who: str) -> Sample:
+    return Sample(f"/v1/draws/entries/{await owners_draw_entry(world)}")
+
+
+@sample("GET /v1/draws/{site_id}/{visit_date}")
+async def _read_draw(world: World, who: str) -> Sample:
+    await owners_draw_entry(world)
+    return Sample(f"/v1/draws/{YONGHE}/{DRAW_DAY}")
+
+
+# The window: the site's staff sell places to visitors without the app.
+
+
+@sample("POST /v1/sites/{site_id}/window-sales")
+async def _sell_at_window(world: World, who: str) -> Sample:
+    body = {"slot_id": "yonghe-temple.2026-12-01.1500", "visitors": [visitor()]}
+    return Sample(f"/v1/sites/{YONGHE}/window-sales", json=body)
 
 
 # Webhooks: the owner's subscription and the site's, each made once per world, with a

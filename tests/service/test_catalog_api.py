@@ -83,6 +83,7 @@ def yonghe_slot(hhmm: str, *, remaining: int = 1000, on_sale: bool = True) -> di
         "on_sale": on_sale,
         "sales_open_at": "2026-11-30T00:00:00+08:00",
         "sales_close_at": f"2026-12-01T{hour + 1:02d}:00:00+08:00",
+        "pools": None,
     }
 
 
@@ -106,6 +107,7 @@ def palace_slot(day: str, session: str, *, on_sale: bool, opens: str) -> dict[st
         "sales_open_at": opens,
         # No same-day sales: sales stop at midnight before the visit.
         "sales_close_at": f"{day}T00:00:00+08:00",
+        "pools": None,
     }
 
 
@@ -238,6 +240,21 @@ async def test_get_site_answers_one_site_with_its_rules(client: httpx.AsyncClien
         "account_hold_limit": 2,
         "entry_grace_minutes": 0,
         "alert_thresholds": None,
+        "release_batches": None,  # on sale whole, 7 days ahead at 20:00
+        "pool_rollover": None,
+        # Refunds are kept out of the pool (FACTS.md), back at a random later batch.
+        "refund_policy": {
+            "mode": "random-batch",
+            "batches": ["09:00:00", "13:00:00", "17:00:00", "21:00:00"],
+        },
+        "fair_release": None,
+        "group_rules": {
+            "min_people": 2,
+            "max_people": 35,
+            "max_minors": 30,
+            "minors_per_adult": 10,
+            "groups_per_day": 200,
+        },
         "closed_reason": None,
         "zones": None,  # no capacity plan applied yet
         "today": {"date": "2026-12-01", "open": True, "offered": 40000, "remaining": 40000},

@@ -169,6 +169,7 @@ def template_view(template_id: int, **changes: Any) -> dict[str, Any]:
         "capacity": 1000,
         "repeat_minutes": 60,
         "weekdays": ALL_WEEK,
+        "pools": None,
     }
     return view | changes
 
@@ -383,6 +384,11 @@ async def test_an_admin_creates_a_site_with_the_defaults(
         "account_hold_limit": 2,
         "entry_grace_minutes": 15,
         "alert_thresholds": None,
+        "release_batches": None,
+        "pool_rollover": None,
+        "refund_policy": None,
+        "fair_release": None,
+        "group_rules": None,
         "closed_reason": None,
         "zones": None,
     }
@@ -1172,6 +1178,7 @@ async def test_a_new_template_makes_its_slots_at_once_and_they_sell(
         "capacity": 50,
         "repeat_minutes": None,
         "weekdays": ALL_WEEK,
+        "pools": None,
     }
     assert evening == created
     assert evening["id"] != hourly

@@ -430,6 +430,42 @@ async def test_a_tourists_groups_are_not_bound_by_the_account_day_limit(
     assert await remaining(client) == 1000 - 1 - 3 * 22
 
 
+async def test_a_teachers_groups_leave_the_teachers_own_day_free(
+    rules: None,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    tourist: dict[str, str],
+) -> None:
+    """Groups do not count in the account's own reservations of the day, before or after."""
+    await set_site(client, admin, account_day_limit=1)
+    for _ in range(2):
+        body = await held_group(client, tourist, party(2, 10))
+        await act(client, tourist, body["id"], "confirm")
+    own = await client.post(
+        "/v1/reservations", json={"slot_id": YONGHE_10, "visitors": [visitor()]}, headers=tourist
+    )
+    assert own.status_code == 201, own.text
+    await act(client, tourist, own.json()["id"], "confirm")
+    refused = await hold(client, tourist)
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "account-limit"
+    assert await remaining(client) == 1000 - 2 * 12 - 1
+
+
+@pytest.mark.parametrize("birth", [date(2026, 12, 2), date(1899, 12, 31)])
+async def test_a_passport_birth_date_must_be_plausible(
+    rules: None, client: httpx.AsyncClient, tourist: dict[str, str], birth: date
+) -> None:
+    response = await hold_group(client, tourist, [visitor(), passport("E7654321", birth)])
+    assert_invalid(
+        response,
+        "visitors[1].birth_date",
+        "birth-date",
+        "a date of birth between 1900-01-01 and the visit date",
+    )
+    assert await remaining(client) == 1000
+
+
 async def test_a_visitor_booked_that_day_cannot_join_a_group(
     rules: None, client: httpx.AsyncClient, tourist: dict[str, str]
 ) -> None:

@@ -44,11 +44,10 @@ from booking.models import (
     DrawPerson,
     DrawStatus,
     OutboxEvent,
-    ReservationStatus,
     Site,
 )
 from booking.reconcile import Reconciler
-from booking.schemas import DrawEntryPublic, DrawPublic, VisitorIn, VisitorPublic
+from booking.schemas import DrawEntryPublic, DrawPublic, VisitorIn, kept_visitors
 from booking.service import Booking, Named
 from capacity.clock import Clock
 from capacity.counters import Counters
@@ -423,11 +422,7 @@ class Draws:
         )
 
     async def _view(self, session: AsyncSession, entry: DrawEntry, draw: Draw) -> DrawEntryPublic:
-        expires = None
-        if entry.reservation_id is not None:
-            reservation = await repo.get_reservation(session, entry.reservation_id)
-            if reservation is not None and reservation.status == ReservationStatus.held:
-                expires = reservation.hold_expires_at
+        expires = await repo.hold_deadline(session, entry.reservation_id)
         return DrawEntryPublic(
             id=entry.public_id,
             status=entry.status,
@@ -441,10 +436,7 @@ class Draws:
             choice=entry.choice,
             reservation_id=entry.reservation_id,
             offer_expires_at=expires,
-            visitors=[
-                VisitorPublic(name=v["name"], id_type=v["id_type"], id_number_masked=v["id_masked"])
-                for v in entry.visitors
-            ],
+            visitors=kept_visitors(entry.visitors),
             created_at=entry.created_at,
         )
 

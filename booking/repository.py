@@ -252,6 +252,16 @@ async def draw_pending(session: AsyncSession, site_id: str, visit_date: date) ->
     return (await session.execute(query)).first() is not None
 
 
+async def hold_deadline(session: AsyncSession, reservation_id: str | None) -> datetime | None:
+    """When a reservation's hold expires, while it is a hold (an offer to confirm)."""
+    if reservation_id is None:
+        return None
+    reservation = await get_reservation(session, reservation_id)
+    if reservation is None or reservation.status != ReservationStatus.held:
+        return None
+    return reservation.hold_expires_at
+
+
 async def set_places_back_at(session: AsyncSession, reservation_id: str, at: datetime) -> None:
     await session.execute(
         sa.update(Reservation)

@@ -578,6 +578,14 @@ class VisitorPublic(BaseModel):
     id_number_masked: str
 
 
+def kept_visitors(kept: list[dict[str, str]]) -> list[VisitorPublic]:
+    """Visitors as a waitlist entry or a draw entry keeps them (never their ID numbers)."""
+    return [
+        VisitorPublic(name=v["name"], id_type=v["id_type"], id_number_masked=v["id_masked"])
+        for v in kept
+    ]
+
+
 class Alternative(BaseModel):
     """Another visit a party could make: a suggestion, a sold-out answer's offer, or what a
     closure offers instead. (Offers stored before the crowd forecast lack its four fields.)"""

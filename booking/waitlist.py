@@ -31,8 +31,8 @@ from booking.errors import (
     SlotHasRoom,
     WaitlistClosed,
 )
-from booking.models import OutboxEvent, ReservationStatus, WaitlistEntry, WaitlistStatus
-from booking.schemas import VisitorIn, VisitorPublic, WaitlistPublic
+from booking.models import OutboxEvent, WaitlistEntry, WaitlistStatus
+from booking.schemas import VisitorIn, WaitlistPublic, kept_visitors
 from booking.service import Booking, Named
 from capacity.clock import Clock, to_millis
 from capacity.counters import Counters
@@ -354,11 +354,7 @@ class Waitlist:
                 )
             )
             position = int(ahead.scalar_one()) + 1
-        expires = None
-        if entry.reservation_id is not None:
-            reservation = await repo.get_reservation(session, entry.reservation_id)
-            if reservation is not None and reservation.status == ReservationStatus.held:
-                expires = reservation.hold_expires_at
+        expires = await repo.hold_deadline(session, entry.reservation_id)
         return WaitlistPublic(
             id=entry.public_id,
             status=entry.status,
@@ -369,10 +365,7 @@ class Waitlist:
             position=position,
             reservation_id=entry.reservation_id,
             offer_expires_at=expires,
-            visitors=[
-                VisitorPublic(name=v["name"], id_type=v["id_type"], id_number_masked=v["id_masked"])
-                for v in entry.visitors
-            ],
+            visitors=kept_visitors(entry.visitors),
             created_at=entry.created_at,
         )
 

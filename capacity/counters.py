@@ -40,7 +40,8 @@ def _load(name: str) -> str:
 
 
 def _with_room(name: str) -> str:
-    """A script that decides admission, after room.lua's shared rules (Lua cannot import)."""
+    """A script that takes or gives back places, after room.lua's shared rules (Lua cannot
+    import)."""
     return _load("room.lua") + "\n" + _load(name)
 
 
@@ -272,7 +273,7 @@ class Counters:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._allocate: AsyncScript = redis.register_script(_with_room("allocate.lua"))
-        self._release: AsyncScript = redis.register_script(_load("release.lua"))
+        self._release: AsyncScript = redis.register_script(_with_room("release.lua"))
         self._rebuild: AsyncScript = redis.register_script(_load("rebuild.lua"))
         self._set_capacity: AsyncScript = redis.register_script(_load("set_capacity.lua"))
         self._claim_hold: AsyncScript = redis.register_script(_load("claim_hold.lua"))

@@ -76,15 +76,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   if given > 0 then
     redis.call('HINCRBY', KEYS[3], 'used', -given)
   end
-  -- Out of the old slot's pool, whichever it was.
-  local pool = redis.call('HGET', KEYS[3], 'by:' .. reservation)
-  if pool then
-    redis.call('HDEL', KEYS[3], 'by:' .. reservation)
-    if given > 0 then
-      redis.call('HINCRBY', KEYS[3], 'used:' .. pool, -given)
-      redis.call('HINCRBY', KEYS[3], 'used:pools', -given)
-    end
-  end
+  leave_pool(KEYS[3], reservation, given)  -- out of the old slot's pool, whichever it was
 end
 
 local reply = {'ok', n}

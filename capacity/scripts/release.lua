@@ -38,18 +38,7 @@ local slot_freed = 0
 local channel = 'online'
 if redis.call('EXISTS', KEYS[5]) == 1 then
   slot_freed = give_back(KEYS[5], KEYS[6], 5, s)
-  if reservation ~= '' then
-    -- A reservation taken from a pool gives its places back to that pool.
-    local pool = redis.call('HGET', KEYS[5], 'by:' .. reservation)
-    if pool then
-      channel = pool
-      redis.call('HDEL', KEYS[5], 'by:' .. reservation)
-      if slot_freed > 0 then
-        redis.call('HINCRBY', KEYS[5], 'used:' .. pool, -slot_freed)
-        redis.call('HINCRBY', KEYS[5], 'used:pools', -slot_freed)
-      end
-    end
-  end
+  channel = leave_pool(KEYS[5], reservation, slot_freed) or 'online'  -- room.lua
 end
 local day_freed = give_back(KEYS[2], KEYS[3], 6 + s, d)
 if reservation ~= '' and redis.call('HDEL', KEYS[2], 'grp:' .. reservation) == 1 then

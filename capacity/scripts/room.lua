@@ -1,5 +1,6 @@
--- Shared by allocate.lua and move.lua (prepended when they are loaded: Redis scripts cannot
--- import): how many places a sales channel may still take in a slot now.
+-- Shared by allocate.lua, move.lua and release.lua (prepended when they are loaded: Redis
+-- scripts cannot import): how many places a sales channel may still take in a slot now, and
+-- how a reservation enters and leaves a pool.
 --
 -- Three rules narrow a slot's cap, all kept in the counters so that one script decides:
 --   release  the day hash's `release` lists "at_ms:ppm" batches in time order, ppm being the
@@ -74,6 +75,24 @@ local function slot_room(slot_key, slot, returns_key, channel, ppm, now)
     mine = share_of(tonumber(slot[1]), ppm) - kept - general_used - general_back
   end
   return math.min(room, mine)
+end
+
+-- A reservation leaving a slot gives its places back to the pool it was taken from, if any.
+-- Returns that pool's channel, or nil.
+local function leave_pool(slot_key, reservation, places)
+  if reservation == '' then
+    return nil
+  end
+  local pool = redis.call('HGET', slot_key, 'by:' .. reservation)
+  if not pool then
+    return nil
+  end
+  redis.call('HDEL', slot_key, 'by:' .. reservation)
+  if places > 0 then
+    redis.call('HINCRBY', slot_key, 'used:' .. pool, -places)
+    redis.call('HINCRBY', slot_key, 'used:pools', -places)
+  end
+  return pool
 end
 
 -- A reservation taken from a pool is remembered, so that giving it back returns it there.

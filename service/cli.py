@@ -1,4 +1,4 @@
-"""The `tidegate` command: serve, migrate, seed, token, simulate."""
+"""The `tidegate` command: serve, worker, migrate, seed, token, simulate."""
 
 from __future__ import annotations
 
@@ -24,17 +24,30 @@ ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes (more than one needs TIDEGATE_REDIS_URL)")
+    ] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
     background: Annotated[
-        bool, typer.Option(help="Run the hold sweeper and the reconciler in this process")
+        bool,
+        typer.Option(
+            help="Run the sweeper, reconciler and webhook delivery in this process (off when "
+            "`tidegate worker` runs them)"
+        ),
     ] = True,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
-    """Serve the API (and, by default, the sweeper and reconciler) with uvicorn."""
+    """Serve the API (and, by default, the background loops) with uvicorn."""
     import os
 
     import uvicorn
 
+    settings = Settings()
+    if workers > 1 and settings.redis_url is None:
+        # Each process would start an embedded Redis of its own: counters must be shared.
+        raise typer.BadParameter(
+            "several API processes share one Redis: set TIDEGATE_REDIS_URL", param_hint="--workers"
+        )
     if not background:
         os.environ["TIDEGATE_BACKGROUND"] = "false"
     uvicorn.run(
@@ -42,10 +55,49 @@ def serve(
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         reload=reload,
         access_log=access_log,
-        log_level=Settings().log_level,
+        log_level=settings.log_level,
     )
+
+
+@app.command()
+def worker() -> None:
+    """Run the background loops without the API: the hold sweeper (and waitlists and draws),
+    the reconciler, webhook delivery, slot generation and the end of day. Run it beside
+    `tidegate serve --no-background`; two workers at once are safe (every step is guarded),
+    one is enough. Stops cleanly on SIGTERM or Ctrl-C."""
+    import signal
+
+    settings = Settings()
+    if settings.redis_url is None:
+        raise typer.BadParameter(
+            "a worker shares the API's Redis: set TIDEGATE_REDIS_URL (the embedded Redis "
+            "belongs to one process)"
+        )
+
+    async def run() -> None:
+        from service import background
+        from service.app import start
+        from service.runtime import Runtime
+
+        runtime = Runtime.build(settings)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        try:
+            await start(runtime)
+            loops = background.Loops(runtime)
+            typer.echo("worker ready", err=True)
+            await stopping.wait()
+            await loops.stop()
+        finally:
+            await runtime.close()
+
+    asyncio.run(run())
+    typer.echo("worker stopped", err=True)
 
 
 def alembic_config(settings: Settings) -> object:

@@ -228,9 +228,9 @@ class Reconciler:
                 return None
             slots = await repo.slots_of_day(session, site.id, site_day.visit_date)
             rows = await repo.active_units(session, site.id, site_day.visit_date)
-            owned = await repo.active_owners(session, site.id, site_day.visit_date)
             stopped = await repo.sales_stopped(session, site.id, site_day.visit_date)
-            sold = await repo.channels_of_day(session, site.id, site_day.visit_date)
+            # One read of the day's reservations: owners, pools and groups all come from it.
+            sold = await repo.reservations_of_day(session, site.id, site_day.visit_date)
             drawing = bool(site.fair_release) and await repo.draw_pending(
                 session, site.id, site_day.visit_date
             )
@@ -239,12 +239,12 @@ class Reconciler:
         for row in rows:
             taken[row[0]].append(row[1])
         owners: dict[str, list[str]] = defaultdict(list)
-        for owner, reservation in owned:
+        for _, reservation, _, _, owner in sold:
             owners[owner].append(reservation)
         pools = {slot.id: slot.pools or {} for slot in slots}
         by_pool: dict[str, dict[str, str]] = defaultdict(dict)
         pool_used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for slot_id, reservation, channel, party in sold:
+        for slot_id, reservation, channel, party, _ in sold:
             if channel in pools.get(slot_id, {}):
                 by_pool[slot_id][reservation] = channel
                 pool_used[slot_id][channel] += party
@@ -274,7 +274,7 @@ class Reconciler:
             returns=[entry for entries in returns.values() for entry in entries],
             drawing=drawing,
             group_max=int((site.group_rules or {}).get("groups_per_day", 0)),
-            groups=[reservation for _, reservation, channel, _ in sold if channel == "group"],
+            groups=[reservation for _, reservation, channel, _, _ in sold if channel == "group"],
             slots=[
                 SlotPlan(
                     key=slot_key(slot.start),

@@ -201,16 +201,17 @@ async def active_owners(
     return [(row[0], row[1]) for row in await session.execute(query)]
 
 
-async def channels_of_day(
+async def reservations_of_day(
     session: AsyncSession, site_id: str, visit_date: date
-) -> Sequence[sa.Row[str, str, str, int]]:
-    """(slot_id, reservation id, channel, party size) of every reservation holding places on a
-    site-day: what the slots' pools count."""
+) -> Sequence[sa.Row[str, str, str, int, str]]:
+    """(slot_id, reservation id, channel, party size, owner) of every reservation holding
+    places on a site-day: what the owners' limits, the pools and the groups count."""
     query = sa.select(
         col(Reservation.slot_id),
         col(Reservation.id),
         col(Reservation.channel),
         col(Reservation.party_size),
+        col(Reservation.owner_id),
     ).where(
         col(Reservation.site_id) == site_id,
         col(Reservation.visit_date) == visit_date,

@@ -164,11 +164,16 @@ class Load:
     closes_at_ms: int = 0
     pools: str = ""
     pools_until_ms: int = 0
-    pool_used: int = 0  # all pools together
     pools_rolled_over: bool = False  # when it was read
     on_sale_ppm: int = PPM  # the share released when it was read
     channel_used: dict[str, int] = field(default_factory=dict)  # each pool's places
     coming_back: dict[str, int] = field(default_factory=dict)  # refunds off sale, per channel
+
+    @property
+    def pool_used(self) -> int:
+        """Places taken from the slot's pools, all together."""
+        pools = {part.split(":")[0] for part in self.pools.split()}
+        return sum(used for channel, used in self.channel_used.items() if channel in pools)
 
     @property
     def left(self) -> int:
@@ -603,7 +608,6 @@ _SLOT_FIELDS = (
     "closes_at",
     "pools",
     "pool_until",
-    "used:pools",
     *(f"used:{channel}" for channel in _CHANNELS),
 )
 
@@ -642,9 +646,8 @@ def _as_load(
         pools=row[4] or "",
         pools_until_ms=pools_until,
         pools_rolled_over=rolled_over,
-        pool_used=int(row[6] or 0),
         on_sale_ppm=ppm,
-        channel_used={c: int(u) for c, u in zip(_CHANNELS, row[7:], strict=True) if u},
+        channel_used={c: int(u) for c, u in zip(_CHANNELS, row[6:], strict=True) if u},
         coming_back=coming_back or {},
     )
 

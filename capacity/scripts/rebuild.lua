@@ -82,14 +82,10 @@ for i, slot in ipairs(payload.slots) do
   local hash_key, free_key = KEYS[5 + 3 * i], KEYS[6 + 3 * i]
   local fields = {'cap', slot.cap, 'closes_at', slot.closes_at, 'closed', slot.closed,
     'pools', slot.pools, 'pool_until', slot.pool_until}
-  local pooled = 0
   for channel, places in pairs(slot.pool_used) do
     fields[#fields + 1] = 'used:' .. channel
     fields[#fields + 1] = places
-    pooled = pooled + places
   end
-  fields[#fields + 1] = 'used:pools'
-  fields[#fields + 1] = pooled
   for reservation, channel in pairs(slot.by) do
     fields[#fields + 1] = 'by:' .. reservation
     fields[#fields + 1] = channel

@@ -9,7 +9,7 @@
 --   pools    the slot hash's `pools` ("window:20 group:30") keeps places for those channels
 --            until `pool_until` (ms; 0: until sales end); the other channels share the rest;
 --            `used:<channel>` counts each pool's places, `by:<reservation>` names the pool of
---            a reservation in one, `used:pools` sums them all
+--            a reservation in one
 --   returns  places given back under a refund policy that keeps them off sale for a while:
 --            a sorted set of "<reservation>:<places>:<channel>" scored by when they come back
 
@@ -90,7 +90,6 @@ local function leave_pool(slot_key, reservation, places)
   redis.call('HDEL', slot_key, 'by:' .. reservation)
   if places > 0 then
     redis.call('HINCRBY', slot_key, 'used:' .. pool, -places)
-    redis.call('HINCRBY', slot_key, 'used:pools', -places)
   end
   return pool
 end
@@ -99,7 +98,6 @@ end
 local function count_in_pool(slot_key, pools, channel, reservation, n)
   if pools and channel ~= '' and string.find(' ' .. pools, ' ' .. channel .. ':', 1, true) then
     redis.call('HINCRBY', slot_key, 'used:' .. channel, n)
-    redis.call('HINCRBY', slot_key, 'used:pools', n)  -- all pools together, for reading
     if reservation ~= '' then
       redis.call('HSET', slot_key, 'by:' .. reservation, channel)
     end

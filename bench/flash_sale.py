@@ -25,11 +25,21 @@ Why a raw-socket generator
     CPU use is reported (`generator_cpu`) so a saturated generator shows.
 
     .venv/bin/python bench/flash_sale.py --n 5000 --c 64 --k 2000 [--json-only]
+
+The production shape
+    `--database-url` (a PostgreSQL server: the bench makes a database of its own there and
+    drops it afterwards), `--redis-url` (a Redis 7 database the bench empties first) and
+    `--workers 2` (API processes behind one port) run the same sale on PostgreSQL + Redis 7
+    with two API processes; every process of the server side stays on the server's core.
+
+    .venv/bin/python bench/flash_sale.py --workers 2 --redis-url redis://127.0.0.1:6391/0 \
+        --database-url postgresql+asyncpg://postgres@127.0.0.1:5439/postgres
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import math
@@ -44,7 +54,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -53,8 +63,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import httpx
 from loadgen import LoadResult, build_request, run_in_process
+from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
 
 from booking.ids import make_resident_id
 
@@ -316,6 +329,41 @@ def hold_requests(port: int, bodies: list[bytes], tokens: list[str], run: str) -
     ]
 
 
+def sold_in_postgresql(url: str, slot_id: str) -> int:
+    async def count() -> int:
+        connection = await asyncpg.connect(plain_url(url))
+        try:
+            query = "SELECT count(*) FROM visitor WHERE slot_id = $1 AND active"
+            return int(await connection.fetchval(query, slot_id))
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
+
+
+def plain_url(url: str) -> str:
+    """An SQLAlchemy URL (postgresql+asyncpg://…) as asyncpg's own (postgresql://…)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def postgresql_database(server_url: str, name: str) -> Iterator[str]:
+    """A database of the bench's own on the server, dropped afterwards."""
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(plain_url(server_url))
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
 def sold_in_sql(database: Path, slot_id: str) -> int:
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as connection:
         (count,) = connection.execute(
@@ -398,6 +446,28 @@ def measure(
 
 
 def bench(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        database_url = None
+        if args.database_url:
+            name = f"tg_bench_{uuid.uuid4().hex[:8]}"
+            database_url = stack.enter_context(postgresql_database(args.database_url, name))
+        if args.redis_url:
+            empty_redis(args.redis_url)
+        return bench_on(args, workdir, servers, database_url)
+
+
+def empty_redis(url: str) -> None:
+    async def flush() -> None:
+        client = Redis.from_url(url)
+        await client.flushdb()
+        await client.aclose()
+
+    asyncio.run(flush())
+
+
+def bench_on(
+    args: argparse.Namespace, workdir: Path, servers: list[Server], database_url: str | None
+) -> dict[str, Any]:
     quiet = args.json_only
     data_dir = workdir / "data"
     env = {
@@ -409,6 +479,11 @@ def bench(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> dic
     }
     for name in ("TIDEGATE_DATABASE_URL", "TIDEGATE_REDIS_URL", "TIDEGATE_CLOCK_START"):
         env.pop(name, None)
+    if database_url:
+        env["TIDEGATE_DATABASE_URL"] = database_url
+        env["TIDEGATE_ID_HASH_KEY"] = uuid.uuid4().hex
+    if args.redis_url:
+        env["TIDEGATE_REDIS_URL"] = args.redis_url
     load_before = round(os.getloadavg()[0], 2)
     server_cpus, generator_cpus = split_cpus()
     if generator_cpus:
@@ -421,7 +496,7 @@ def bench(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> dic
 
     tidegate = Server.start(
         "tidegate serve",
-        [*tidegate_command(), "serve", "--no-background"],
+        [*tidegate_command(), "serve", "--no-background", "--workers", str(args.workers)],
         env,
         workdir / "tidegate.log",
         server_cpus,
@@ -443,7 +518,11 @@ def bench(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> dic
     result, server_cpu = measure(
         tidegate, hold_requests(tidegate.port, bodies, tokens, run), args.c, generator_cpus
     )
-    sold = sold_in_sql(data_dir / "tidegate.sqlite3", slot["id"])
+    sold = (
+        sold_in_postgresql(database_url, slot["id"])
+        if database_url
+        else sold_in_sql(data_dir / "tidegate.sqlite3", slot["id"])
+    )
     tidegate.stop()
 
     ceiling = Server.start(
@@ -481,6 +560,9 @@ def bench(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> dic
         "n": args.n,
         "c": args.c,
         "k": args.k,
+        "database": "postgresql" if database_url else "sqlite",
+        "redis": "external" if args.redis_url else "embedded",
+        "api_processes": args.workers,
         "holds_per_s": stats["holds_per_s"],
         "sold_out_per_s": stats["sold_out_per_s"],
         "ceiling_per_s": ceiling_per_s,
@@ -536,8 +618,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--c", type=int, default=64, help="concurrent keep-alive connections")
     parser.add_argument("--k", type=int, default=2000, help="places in the slot")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    parser.add_argument(
+        "--database-url", help="a PostgreSQL server (postgresql+asyncpg://…); default: SQLite"
+    )
+    parser.add_argument(
+        "--redis-url", help="a Redis database the bench empties first; default: embedded"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="API processes")
     args = parser.parse_args(argv)
-    for name in ("n", "c", "k"):
+    if args.workers > 1 and not args.redis_url:
+        parser.error("--workers above 1 needs --redis-url: the processes share one Redis")
+    for name in ("n", "c", "k", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return args

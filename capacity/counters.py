@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -33,6 +32,7 @@ from capacity.errors import (
     TidegateError,
 )
 from capacity.keys import SiteDay, open_holds
+from capacity.store import RedisClient
 
 
 def _load(name: str) -> str:
@@ -275,7 +275,7 @@ class Snapshot:
 class Counters:
     """Typed access to one Redis (or Redis Cluster) holding every site-day's counters."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._allocate: AsyncScript = redis.register_script(_with_room("allocate.lua"))
         self._release: AsyncScript = redis.register_script(_with_room("release.lua"))
@@ -285,7 +285,7 @@ class Counters:
         self._move: AsyncScript = redis.register_script(_with_room("move.lua"))
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> RedisClient:
         return self._redis
 
     async def allocate(

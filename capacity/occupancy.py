@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from capacity.errors import CapacityUnavailable, TidegateError
 from capacity.keys import SiteDay
+from capacity.store import RedisClient
 
 FLOW_TTL_SECONDS = 3 * 24 * 3600
 
@@ -57,7 +57,7 @@ class Flow:
 
 
 class Occupancy:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         scripts = resources.files("capacity").joinpath("scripts")
         self._pass: AsyncScript = redis.register_script(

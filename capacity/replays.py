@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from capacity.errors import CapacityUnavailable
 from capacity.keys import REQUEST_SHARDS, RequestKeys, warm_marker
+from capacity.store import RedisClient
 
 RETENTION = timedelta(hours=24)
 
@@ -35,7 +35,7 @@ class Begun:
 
 
 class Replays:
-    def __init__(self, redis: Redis, *, lock_ms: int = 30_000) -> None:
+    def __init__(self, redis: RedisClient, *, lock_ms: int = 30_000) -> None:
         self._redis = redis
         self._lock_ms = lock_ms
         script = resources.files("capacity").joinpath("scripts", "begin_request.lua")

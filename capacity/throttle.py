@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import Redis
@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from capacity.errors import TidegateError
 from capacity.keys import PREFIX
+from capacity.store import RedisClient, limits_uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,19 +35,44 @@ class Verdict:
 
 
 class Throttle:
-    def __init__(self, redis: Redis, budgets: Mapping[str, str], *, enabled: bool = True):
+    def __init__(
+        self,
+        redis: RedisClient,
+        budgets: Mapping[str, str],
+        *,
+        enabled: bool = True,
+    ):
         self.enabled = enabled
         self._budgets: dict[str, RateLimitItem] = {
             name: parse(text) for name, text in budgets.items()
         }
-        storage = RedisStorage(
-            "async+redis://",
-            implementation="redispy",
-            connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # typed too narrowly
-            key_prefix=f"{PREFIX}:limits",
-            wrap_exceptions=True,
-        )
+        storage: Storage
+        self._own_client = not isinstance(redis, Redis)
+        if isinstance(redis, Redis):
+            storage = RedisStorage(
+                "async+redis://",
+                implementation="redispy",
+                connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # typed too narrowly
+                key_prefix=f"{PREFIX}:limits",
+                wrap_exceptions=True,
+            )
+        else:
+            # `limits` makes its own cluster client (it cannot share one) from the same nodes.
+            storage = RedisClusterStorage(
+                limits_uri(redis),
+                implementation="redispy",
+                key_prefix=f"{PREFIX}:limits",
+                wrap_exceptions=True,
+            )
+        self._storage = storage
         self._limiter = FixedWindowRateLimiter(storage)
+
+    async def close(self) -> None:
+        """Close the cluster client `limits` made for itself (it has no close of its own; on a
+        single Redis the limits share the runtime's pool, which the runtime closes)."""
+        client = getattr(getattr(self._storage, "bridge", None), "storage", None)
+        if self._own_client and client is not None:
+            await client.aclose()
 
     def budget(self, name: str) -> RateLimitItem:
         return self._budgets[name]

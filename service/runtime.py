@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -34,6 +33,7 @@ from capacity.clock import Clock
 from capacity.counters import Counters
 from capacity.occupancy import Occupancy
 from capacity.replays import Replays
+from capacity.store import RedisClient, connect
 from capacity.throttle import Throttle
 from service.embedded_redis import EmbeddedRedis
 from service.settings import DEFAULT_BUDGETS, Settings
@@ -71,7 +71,7 @@ class Runtime:
     clock: Clock
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    redis: Redis
+    redis: RedisClient
     counters: Counters
     catalog: Catalog
     reconciler: Reconciler
@@ -99,7 +99,7 @@ class Runtime:
         if redis_url is None:
             embedded = EmbeddedRedis().start()
             redis_url = embedded.url
-        redis = Redis.from_url(redis_url, decode_responses=True)
+        redis = connect(redis_url)
         engine = make_engine(settings.db_url, pool_size=settings.db_pool_size)
         sessions = make_sessions(engine)
         counters = Counters(redis)
@@ -183,6 +183,7 @@ class Runtime:
         await self.http.aclose()
         if self.ledger is not None:
             await self.ledger.close()
+        await self.throttle.close()
         await self.redis.aclose()
         await self.engine.dispose()
         if self.embedded_redis is not None:

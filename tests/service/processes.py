@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+
+from service.settings import Settings
 
 TIDEGATE = [sys.executable, "-m", "service"]
 
@@ -21,3 +30,46 @@ def cli(env: dict[str, str], *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, *, workers: int = 2) -> Iterator[str]:
+    """`tidegate serve --workers N` on a test's own database and Redis (what its runtime
+    built), as a production API tier would share them; yields the base URL once ready."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    environment |= {
+        "TIDEGATE_DATA_DIR": str(settings.data_dir / "server"),
+        "TIDEGATE_DATABASE_URL": settings.db_url,
+        "TIDEGATE_REDIS_URL": str(settings.redis_url),
+        "TIDEGATE_ID_HASH_KEY": str(settings.id_hash_key),
+        "TIDEGATE_CLOCK_START": "2026-12-01T10:00:00+08:00",
+        "TIDEGATE_RATE_LIMITS": "off",
+        "TIDEGATE_LOG_LEVEL": "warning",
+    }
+    port = free_port()
+    command = ["serve", "--port", str(port), "--workers", str(workers), "--no-background"]
+    process = subprocess.Popen(
+        [*TIDEGATE, *command], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read() if process.stderr else "exited")
+            assert time.monotonic() < deadline, "the server did not get ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr:
+            process.stderr.close()

@@ -4,17 +4,40 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
+from service.app import create_app
 from service.runtime import Runtime
-from tests.conftest import YONGHE_10, new_tourist, visitor
+from service.settings import Settings
+from tests.conftest import LIVE_RUNTIMES, YONGHE_10, new_tourist, visitor
+from tests.service.processes import serving
 
 # A few accounts stand for many visitors here: the per-account limits are lifted
 # (`unlimited_accounts`), so every refusal is the one each test is about.
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["in-process", "two-api-processes"])
+async def client(
+    request: pytest.FixtureRequest, runtime: Runtime, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Each test twice: through the ASGI app in this process, and over real HTTP against
+    `tidegate serve --workers 2` sharing this test's database and Redis, so the requests of
+    one rush are decided by two processes at once."""
+    if request.param == "in-process":
+        transport = httpx.ASGITransport(app=create_app(runtime=runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://tidegate.test") as c:
+            yield c
+        return
+    with serving(settings, workers=2) as url:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as live:
+            LIVE_RUNTIMES[live] = runtime
+            yield live
 
 
 async def set_capacity(client: httpx.AsyncClient, admin: dict[str, str], capacity: int) -> None:

@@ -759,7 +759,7 @@ class Booking:
             for visitor in visitors:
                 by_reservation[visitor.reservation_id].append(visitor)
             return [
-                await self._view(reservation, by_reservation[reservation.id])
+                await self._view(session, reservation, by_reservation[reservation.id])
                 for reservation in reservations
             ]
 
@@ -775,12 +775,12 @@ class Booking:
         assert reservation is not None
         await session.refresh(reservation)
         visitors = await repo.visitors_of(session, [reservation_id])
-        return await self._view(reservation, visitors)
+        return await self._view(session, reservation, visitors)
 
     async def _view(
-        self, reservation: Reservation, visitors: Sequence[Visitor]
+        self, session: AsyncSession, reservation: Reservation, visitors: Sequence[Visitor]
     ) -> ReservationPublic:
-        start, end = await self._catalog.slot_times(reservation.slot_id)
+        start, end = await self._catalog.slot_times(reservation.slot_id, session=session)
         return ReservationPublic(
             id=reservation.id,
             status=reservation.status,

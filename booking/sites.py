@@ -202,25 +202,31 @@ class Catalog:
             pools=slot.pools,
         )
 
-    async def slot_times(self, slot_id: str) -> tuple[datetime, datetime]:
-        """Start and end of a slot's entry window, with the site's UTC offset."""
+    async def slot_times(
+        self, slot_id: str, *, session: AsyncSession | None = None
+    ) -> tuple[datetime, datetime]:
+        """Start and end of a slot's entry window, with the site's UTC offset. A caller with a
+        session open passes it: on SQLite the pool's one connection is the one it holds."""
         times = self._times.get(slot_id)
         if times is None:
             ref = parse_slot_id(slot_id)
             if ref is None:
                 raise NotFound(f"no slot {slot_id}")
-            await self._remember_day(ref.site_day)
+            if session is None:
+                async with self._sessions() as own:
+                    await self._remember_day(own, ref.site_day)
+            else:
+                await self._remember_day(session, ref.site_day)
             times = self._times.get(slot_id)
             if times is None:
                 raise NotFound(f"no slot {slot_id}")
         return times
 
-    async def _remember_day(self, site_day: SiteDay) -> None:
-        async with self._sessions() as session:
-            site = await repo.get_site(session, site_day.site)
-            if site is None:
-                return
-            slots = await repo.slots_of_day(session, site.id, site_day.visit_date)
+    async def _remember_day(self, session: AsyncSession, site_day: SiteDay) -> None:
+        site = await repo.get_site(session, site_day.site)
+        if site is None:
+            return
+        slots = await repo.slots_of_day(session, site.id, site_day.visit_date)
         if len(self._times) > 50_000:
             self._times.clear()
         for slot in slots:

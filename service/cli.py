@@ -11,6 +11,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from service.logs import LogFormat
 from service.settings import Settings
 
 app = typer.Typer(help="tidegate: timed-entry booking and crowd capacity", no_args_is_help=True)
@@ -36,13 +37,28 @@ def serve(
         ),
     ] = True,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
+    graceful_seconds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="On SIGTERM or Ctrl-C, how long the requests being answered (bookings in "
+            "flight) may take to finish before they are cancelled",
+        ),
+    ] = 30,
+    log_format: Annotated[
+        LogFormat, typer.Option(help="Log lines on stderr: JSON, or text for a terminal")
+    ] = LogFormat.json,
 ) -> None:
     """Serve the API (and, by default, the background loops) with uvicorn."""
     import os
+    import signal
 
     import uvicorn
 
+    from service import logs
+
     settings = Settings()
+    logs.configure(settings.log_level, log_format)
     if workers > 1 and settings.redis_url is None:
         # Each process would start an embedded Redis of its own: counters must be shared.
         raise typer.BadParameter(
@@ -50,6 +66,9 @@ def serve(
         )
     if not background:
         os.environ["TIDEGATE_BACKGROUND"] = "false"
+    # uvicorn stops gracefully on SIGTERM, then raises it again with the handler it found:
+    # the default one would end a clean stop with "killed by SIGTERM" instead of status 0.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -59,18 +78,30 @@ def serve(
         reload=reload,
         access_log=access_log,
         log_level=settings.log_level,
+        # Applied again in every process uvicorn starts; none of uvicorn's own text handlers.
+        log_config=logs.config(settings.log_level, log_format),
+        timeout_graceful_shutdown=graceful_seconds,
     )
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    log_format: Annotated[
+        LogFormat, typer.Option(help="Log lines on stderr: JSON, or text for a terminal")
+    ] = LogFormat.json,
+) -> None:
     """Run the background loops without the API: the hold sweeper (and waitlists and draws),
     the reconciler, webhook delivery, slot generation and the end of day. Run it beside
     `tidegate serve --no-background`; two workers at once are safe (every step is guarded),
     one is enough. Stops cleanly on SIGTERM or Ctrl-C."""
+    import logging
     import signal
 
+    from service import logs
+
     settings = Settings()
+    logs.configure(settings.log_level, log_format)
+    log = logging.getLogger("service.worker")
     if settings.redis_url is None:
         raise typer.BadParameter(
             "a worker shares the API's Redis: set TIDEGATE_REDIS_URL (the embedded Redis "
@@ -90,14 +121,14 @@ def worker() -> None:
         try:
             await start(runtime)
             loops = background.Loops(runtime)
-            typer.echo("worker ready", err=True)
+            log.info("worker ready")
             await stopping.wait()
             await loops.stop()
         finally:
             await runtime.close()
 
     asyncio.run(run())
-    typer.echo("worker stopped", err=True)
+    log.info("worker stopped")
 
 
 def alembic_config(settings: Settings) -> object:

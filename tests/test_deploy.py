@@ -96,3 +96,9 @@ def test_every_command_compose_runs_is_one_tidegate_has() -> None:
     assert SERVICES["api"]["command"][-1] == "--no-background"  # the worker runs the loops
     for name in ("migrate", "api", "worker"):
         accepts(SERVICES[name]["command"])
+
+
+def test_compose_gives_a_stopping_api_the_time_to_finish_its_bookings() -> None:
+    serve = SUBCOMMANDS["serve"].params
+    [seconds] = [param.default for param in serve if param.name == "graceful_seconds"]
+    assert (seconds, SERVICES["api"]["stop_grace_period"]) == (30, "40s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from booking.ids import make_resident_id
 from capacity.clock import ManualClock
 from service.runtime import Runtime
-from tests.conftest import NOW, YONGHE_10, hold, new_tourist, visitor
+from tests.conftest import NOW, YONGHE_10, hold, new_tourist, runtime_of, visitor
 
 PROBLEM_JSON = "application/problem+json"
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -320,6 +321,25 @@ async def test_list_of_a_new_tourist_is_empty(
     response = await client.get("/v1/reservations", headers=await new_tourist(client))
     assert response.status_code == 200, response.text
     assert response.json() == []
+
+
+async def test_reservations_read_and_confirm_in_a_process_that_never_saw_their_slot(
+    client: httpx.AsyncClient, tourist: dict[str, str]
+) -> None:
+    body = await held(client, tourist)
+    # As after a restart: the process has not looked up the slot's times yet. On SQLite the
+    # pool has one connection, so looking them up must not need a second one.
+    runtime_of(client).catalog._times.clear()
+
+    listed = await asyncio.wait_for(client.get("/v1/reservations", headers=tourist), 10)
+    assert (listed.status_code, listed.json()) == (200, [body])
+    runtime_of(client).catalog._times.clear()
+    read = await asyncio.wait_for(client.get(f"/v1/reservations/{body['id']}", headers=tourist), 10)
+    assert (read.status_code, read.json()) == (200, body)
+    runtime_of(client).catalog._times.clear()
+    path = f"/v1/reservations/{body['id']}/confirm"
+    confirmed = await asyncio.wait_for(client.post(path, headers=tourist), 10)
+    assert (confirmed.status_code, confirmed.json()["status"]) == (200, "confirmed")
 
 
 async def test_get_another_tourists_reservation_is_not_found(

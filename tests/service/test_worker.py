@@ -3,6 +3,7 @@ that share its Redis; and the settings that several processes need."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -75,7 +76,7 @@ def test_a_worker_counts_every_day_runs_the_loops_and_stops_on_sigterm(
     worker_env, client = shared
     process = subprocess.Popen(
         [*TIDEGATE, "worker"],
-        env=worker_env,
+        env=worker_env | {"TIDEGATE_LOG_LEVEL": "info"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -94,5 +95,15 @@ def test_a_worker_counts_every_day_runs_the_loops_and_stops_on_sigterm(
             process.kill()
             process.communicate()
     assert process.returncode == 0, stderr
-    assert "worker ready" in stderr
-    assert stderr.rstrip().endswith("worker stopped")
+    lines = [json.loads(line) for line in stderr.splitlines()]  # one JSON object a line
+    events = [(line["logger"], line["event"]) for line in lines]
+    assert ("service.worker", "worker ready") in events
+    assert events[-1] == ("service.worker", "worker stopped")
+    # Counted at startup, then again by the reconciler; no request in a worker, no request id.
+    rebuilt = [
+        line
+        for line in lines
+        if line["event"] == "counters rebuilt" and line["site_day"] == "yonghe-temple:2026-12-01"
+    ]
+    assert len(rebuilt) == 2
+    assert [line for line in lines if "request_id" in line] == []

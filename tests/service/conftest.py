@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests import databases
-from tests.service.processes import TIDEGATE, cli, free_port
+from tests.service.processes import TIDEGATE, cli, free_port, wait_ready
 
 
 @pytest.fixture
@@ -58,16 +56,7 @@ def server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "the server did not get ready"
-        time.sleep(0.1)
+    wait_ready(url, process, lambda: process.stderr.read().decode() if process.stderr else "")
     yield url, process
     if process.poll() is None:
         process.send_signal(signal.SIGINT)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -32,8 +32,21 @@ def cli(env: dict[str, str], *args: str) -> str:
     return result.stdout.strip()
 
 
+def wait_ready(url: str, process: subprocess.Popen[bytes], why_not: Callable[[], str]) -> None:
+    """Wait until the server at `url` answers /readyz with 200 (its counters are built); fail
+    with `why_not()` (its log) if it exits first, or after a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        assert process.poll() is None, why_not()
+        assert time.monotonic() < deadline, "the server did not get ready"
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
-def serving(settings: Settings, *, workers: int = 2) -> Iterator[str]:
+def serving_shared(settings: Settings, *, workers: int = 2) -> Iterator[str]:
     """`tidegate serve --workers N` on a test's own database and Redis (what its runtime
     built), as a production API tier would share them; yields the base URL once ready."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
@@ -53,15 +66,7 @@ def serving(settings: Settings, *, workers: int = 2) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            if process.poll() is not None:
-                raise AssertionError(process.stderr.read() if process.stderr else "exited")
-            assert time.monotonic() < deadline, "the server did not get ready"
-            time.sleep(0.1)
+        wait_ready(url, process, lambda: process.stderr.read().decode() if process.stderr else "")
         yield url
     finally:
         if process.poll() is None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.service.processes import TIDEGATE, free_port
+from tests.service.processes import TIDEGATE, free_port, wait_ready
 
 
 @dataclass
@@ -59,16 +58,7 @@ def serving(env: dict[str, str], log: Path, *args: str) -> Iterator[Served]:
         )
     served = Served(f"http://127.0.0.1:{port}", process, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{served.url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log.read_text(encoding="utf-8")
-            assert time.monotonic() < deadline, "the server did not get ready"
-            time.sleep(0.1)
+        wait_ready(served.url, process, lambda: log.read_text(encoding="utf-8"))
         yield served
     finally:
         if process.poll() is None:

@@ -14,7 +14,7 @@ from service.app import create_app
 from service.runtime import Runtime
 from service.settings import Settings
 from tests.conftest import LIVE_RUNTIMES, YONGHE_10, new_tourist, visitor
-from tests.service.processes import serving
+from tests.service.processes import serving_shared
 
 # A few accounts stand for many visitors here: the per-account limits are lifted
 # (`unlimited_accounts`), so every refusal is the one each test is about.
@@ -33,7 +33,7 @@ async def client(
         async with httpx.AsyncClient(transport=transport, base_url="http://tidegate.test") as c:
             yield c
         return
-    with serving(settings, workers=2) as url:
+    with serving_shared(settings, workers=2) as url:
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as live:
             LIVE_RUNTIMES[live] = runtime

@@ -34,11 +34,16 @@ def fresh_name(kind: str) -> str:
     return f"tg_{kind}_{os.getpid()}_{next(_numbers)}"
 
 
+def asyncpg_url(url: str) -> str:
+    """An SQLAlchemy URL (postgresql+asyncpg://…) as asyncpg's own (postgresql://…)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _admin(statement: str) -> None:
-    url = make_url(server_url() or "").set(drivername="postgresql")
+    url = asyncpg_url(server_url() or "")
 
     async def run() -> None:
-        connection: Any = await asyncpg.connect(url.render_as_string(hide_password=False))
+        connection: Any = await asyncpg.connect(url)
         try:
             await connection.execute(statement)
         finally:

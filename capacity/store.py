@@ -20,6 +20,7 @@ from redis.asyncio.connection import SSLConnection
 RedisClient: TypeAlias = Redis | RedisCluster
 
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+CLUSTER_CONNECTIONS_PER_NODE = 10_000  # Redis's own default `maxclients`
 
 
 def is_cluster(url: str) -> bool:
@@ -49,6 +50,11 @@ def connect(url: str) -> RedisClient:
         password=unquote(parts.password) if parts.password else None,
         ssl=CLUSTER_SCHEMES[parts.scheme],
         decode_responses=True,
+        # Per node. redis-py's default (100) refuses the 101st request in flight at once with
+        # MaxConnectionsError instead of waiting, and the client then refreshes the cluster's
+        # topology, closing connections other requests are using (they answer 500). A rush
+        # has thousands in flight; a single Redis's pool has no such limit either.
+        max_connections=CLUSTER_CONNECTIONS_PER_NODE,
     )
 
 

@@ -190,3 +190,15 @@ async def test_a_rush_on_the_cluster_sells_exactly_the_slot(
 
 async def test_an_account_key_is_one_slot_of_its_own() -> None:
     assert key_slot(open_holds("acct-1").encode()) == key_slot(b"acct:acct-1")
+
+
+async def test_one_client_takes_a_rush_of_commands_at_once_on_one_node(runtime: Runtime) -> None:
+    """1,500 commands in flight at once on one master: each gets its answer (redis-py's default
+    of 100 connections a node refused the rest, and its topology refresh then broke the
+    connections other requests were using: bookings answered 500)."""
+    cluster = runtime.redis
+    assert isinstance(cluster, RedisCluster)
+    key = PALACE.day
+    await cluster.hset(key, "probe", "1")
+    answers = await asyncio.gather(*(cluster.hget(key, "probe") for _ in range(1500)))
+    assert answers == ["1"] * 1500

@@ -50,9 +50,14 @@ from booking.sites import Catalog
 from capacity.clock import Clock
 from capacity.counters import Allocation, Counters
 from capacity.errors import CapacityUnavailable, OutsideBookingWindow, SlotNotCounted, SoldOut
+from capacity.keys import moving
 from capacity.replays import RETENTION, Replays
 
 log = logging.getLogger(__name__)
+
+# Longer than any move takes (two Redis calls and one SQL transaction), short enough that a
+# process dying mid-move blocks the reservation's moves only briefly.
+MOVE_LEASE_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,76 +569,95 @@ class Booking:
         async with self._idempotent(idempotency) as attempt:
             if attempt.replay is not None:
                 return attempt.replay
-            now = self._clock.now()
             async with self._sessions() as session:
-                reservation = await self._own(session, reservation_id, owner_id)
-                visitors = sorted(
-                    await repo.visitors_of(session, [reservation_id]), key=lambda v: v.position
-                )
-            old, new = parse_slot_id(reservation.slot_id), parse_slot_id(slot_id)
-            assert old is not None  # ids in SQL are well formed
-            self._check_move(reservation, old, new, now)
-            assert new is not None
-            times = await self._catalog.slot_times(new.id)
-            party = len(visitors)
-            if new.site_day == old.site_day:
-                with _offers_only_elsewhere(old):
-                    async with self._admission(new, party, times):
-                        slot_units = await self._counters.move(
-                            old.site_day,
-                            old.key,
-                            new.key,
-                            slot_units=[v.slot_unit for v in visitors],
-                            now=now,
-                            reservation=reservation_id,
-                            channel=reservation.channel,
-                        )
-                units = {
-                    v.id or 0: (unit, v.day_unit)
-                    for v, unit in zip(visitors, slot_units, strict=True)
-                }
-            else:
-                id_hashes = [v.id_hash for v in visitors]
-                with _offers_only_elsewhere(old):
-                    allocation = await self._allocate(
-                        new,
-                        id_hashes,
-                        now,
-                        party,
-                        times,
-                        owner_id,
-                        reservation_id,
-                        reservation.channel,
+                await self._own(session, reservation_id, owner_id)  # 404 before any lease
+            async with self._counters.lease(moving(reservation_id), ttl_ms=MOVE_LEASE_MS) as ours:
+                if not ours:
+                    raise InvalidTransition(
+                        f"{reservation_id} changed meanwhile (another request is moving it): "
+                        "try again"
                     )
-                units = {
-                    v.id or 0: (allocation.slot_units[i], allocation.day_units[i])
-                    for i, v in enumerate(visitors)
-                }
-            try:
-                async with self._sessions() as session, session.begin():
-                    moved = await repo.reschedule(
-                        session,
-                        reservation_id,
-                        from_slot=old.id,
-                        to_slot=new.id,
-                        visit_date=new.site_day.visit_date,
-                        units=units,
-                        now=now,
-                    )
-                    if not moved:
-                        raise InvalidTransition(f"{reservation_id} changed meanwhile: try again")
-                    public = await self._public(session, reservation_id)
-                    session.add(
-                        _event("reservation.rescheduled", public, owner_id, now, moved_from=old.id)
-                    )
-                    if idempotency is not None:
-                        await self._record(session, idempotency, 200, public, now)
-            except BaseException:
-                await asyncio.shield(self._undo_move(old, new, units, visitors, owner_id))
-                raise
-            if new.site_day != old.site_day:
-                await self._give_back_old_day(old, visitors, owner_id)
+                public = await self._move(owner_id, reservation_id, slot_id, idempotency)
             return await self._finish(attempt, public)
+
+    async def _move(
+        self,
+        owner_id: str,
+        reservation_id: str,
+        slot_id: str,
+        idempotency: Idempotency | None,
+    ) -> ReservationPublic:
+        """The move itself, under the reservation's lease: read here, the reservation is what
+        SQL holds until this request changes it (only a cancel or an expiry can race it)."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            reservation = await self._own(session, reservation_id, owner_id)
+            visitors = sorted(
+                await repo.visitors_of(session, [reservation_id]), key=lambda v: v.position
+            )
+        old, new = parse_slot_id(reservation.slot_id), parse_slot_id(slot_id)
+        assert old is not None  # ids in SQL are well formed
+        self._check_move(reservation, old, new, now)
+        assert new is not None
+        times = await self._catalog.slot_times(new.id)
+        party = len(visitors)
+        if new.site_day == old.site_day:
+            with _offers_only_elsewhere(old):
+                async with self._admission(new, party, times):
+                    slot_units = await self._counters.move(
+                        old.site_day,
+                        old.key,
+                        new.key,
+                        slot_units=[v.slot_unit for v in visitors],
+                        now=now,
+                        reservation=reservation_id,
+                        channel=reservation.channel,
+                    )
+            units = {
+                v.id or 0: (unit, v.day_unit) for v, unit in zip(visitors, slot_units, strict=True)
+            }
+        else:
+            id_hashes = [v.id_hash for v in visitors]
+            with _offers_only_elsewhere(old):
+                allocation = await self._allocate(
+                    new,
+                    id_hashes,
+                    now,
+                    party,
+                    times,
+                    owner_id,
+                    reservation_id,
+                    reservation.channel,
+                )
+            units = {
+                v.id or 0: (allocation.slot_units[i], allocation.day_units[i])
+                for i, v in enumerate(visitors)
+            }
+        try:
+            async with self._sessions() as session, session.begin():
+                moved = await repo.reschedule(
+                    session,
+                    reservation_id,
+                    from_slot=old.id,
+                    to_slot=new.id,
+                    visit_date=new.site_day.visit_date,
+                    units=units,
+                    now=now,
+                )
+                if not moved:
+                    raise InvalidTransition(f"{reservation_id} changed meanwhile: try again")
+                public = await self._public(session, reservation_id)
+                session.add(
+                    _event("reservation.rescheduled", public, owner_id, now, moved_from=old.id)
+                )
+                if idempotency is not None:
+                    await self._record(session, idempotency, 200, public, now)
+        except BaseException:
+            await asyncio.shield(self._undo_move(old, new, units, visitors, owner_id))
+            raise
+        if new.site_day != old.site_day:
+            await self._give_back_old_day(old, visitors, owner_id)
+        return public
 
     async def _give_back_old_day(
         self, old: SlotRef, visitors: Sequence[Visitor], owner_id: str

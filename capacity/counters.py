@@ -8,7 +8,8 @@ Redis commands live only in `capacity/`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -587,6 +588,22 @@ class Counters:
 
     async def unlock(self, key: str) -> None:
         await self._guard(self._redis.delete(key))
+
+    @asynccontextmanager
+    async def lease(self, key: str, *, ttl_ms: int) -> AsyncIterator[bool]:
+        """Hold `key` for the block if no one else does (yields whether it was taken). Unlike
+        `try_lock`, only its holder frees it: a lease that outlived its TTL and was taken by
+        another request is left to that request."""
+        lock = self._redis.lock(key, timeout=ttl_ms / 1000, blocking=False)
+        taken = bool(await self._guard(lock.acquire()))
+        try:
+            yield taken
+        finally:
+            if taken:
+                # Not ours any more (it outlived its TTL), or Redis is unreachable: either way
+                # it lapses at its TTL, and the request's own outcome must not be lost to it.
+                with suppress(RedisError):
+                    await lock.release()
 
     async def _call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         return await self._guard(script(keys=keys, args=args))

@@ -125,6 +125,12 @@ def open_holds(account: str) -> str:
     return f"{PREFIX}:{{acct:{account}}}:holds"
 
 
+def moving(reservation: str) -> str:
+    """Lease held while one request moves a reservation to another slot: moves of one
+    reservation never overlap, so none is undone by rebuilding counters under another."""
+    return f"{PREFIX}:moving:{reservation}"
+
+
 REQUEST_SHARDS = 16
 
 

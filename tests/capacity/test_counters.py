@@ -639,3 +639,34 @@ async def test_rebuild_drops_slots_gone_from_sql(counters: Counters, redis: Redi
     load = await counters.load(DAY)
     assert load is not None
     assert list(load.slots) == ["0900"]
+
+
+# leases --------------------------------------------------------------------------------------
+
+
+async def test_a_lease_is_held_by_one_holder_at_a_time(counters: Counters, redis: Redis) -> None:
+    async with counters.lease("tg:moving:r1", ttl_ms=30_000) as first:
+        async with (
+            counters.lease("tg:moving:r1", ttl_ms=30_000) as second,
+            counters.lease("tg:moving:r2", ttl_ms=30_000) as other,
+        ):
+            assert (first, second, other) == (True, False, True)
+        # The refused one did not free the holder's lease on leaving.
+        assert await redis.exists("tg:moving:r1") == 1
+    assert await redis.exists("tg:moving:r1", "tg:moving:r2") == 0
+
+
+async def test_a_lease_that_outlived_its_ttl_leaves_the_next_holders_alone(
+    counters: Counters, redis: Redis
+) -> None:
+    first = counters.lease("tg:moving:r1", ttl_ms=30_000)
+    assert await first.__aenter__()
+    await redis.delete("tg:moving:r1")  # as if its TTL ran out
+    async with counters.lease("tg:moving:r1", ttl_ms=30_000) as second:
+        assert second
+        token = await redis.get("tg:moving:r1")
+        await first.__aexit__(None, None, None)
+        # The first left the second's lease in place: only its own holder frees it.
+        assert await redis.get("tg:moving:r1") == token
+        assert 0 < await redis.pttl("tg:moving:r1") <= 30_000
+    assert await redis.exists("tg:moving:r1") == 0

@@ -32,7 +32,7 @@ from booking.catalog import (
 )
 from booking.models import SlotStatus
 from capacity.clock import Clock, to_millis
-from capacity.counters import Counters, DayPlan, SlotPlan, release_field
+from capacity.counters import Counters, DayPlan, SlotPlan, Snapshot, release_field
 from capacity.errors import CapacityUnavailable
 from capacity.keys import SiteDay
 
@@ -57,6 +57,79 @@ class ReconcileReport:
     @property
     def drift(self) -> int:
         return sum(day.missing + day.leaked for day in self.days)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Redis against SQL for one site-day, as read by `compare` (nothing written)."""
+
+    snapshot: Snapshot
+    # (slot_id, slot_unit, day_unit, id_hash) of each visitor active in SQL after the snapshot
+    latest: list[tuple[str, int, int, str]]
+    missing: int  # units (and owners' reservations) active in SQL in both reads, free in Redis
+    suspects: frozenset[str]  # what Redis counts taken without an active visitor in SQL
+
+
+async def compare(
+    sessions: async_sessionmaker[AsyncSession], counters: Counters, site_day: SiteDay
+) -> Comparison | None:
+    """Read one site-day's counters and its active visitors and compare them; None when Redis
+    has no counters for it. Read-only: the reconciler acts on the result, the audit reports it.
+
+    SQL is read before and after the Redis snapshot: only visitors active in both reads count
+    as "SQL holds it", so a cancel or a new booking racing the comparison is not mistaken for
+    a missing unit; and a unit counts as leaked only if no visitor holds it in the later read.
+    """
+    if not await counters.is_built(site_day):
+        return None
+    before = await _active_rows(sessions, site_day)
+    owners_before = await _active_owners(sessions, site_day)
+    snapshot = await counters.snapshot(site_day)
+    after = await _active_rows(sessions, site_day)
+    owners_after = await _active_owners(sessions, site_day)
+    if snapshot is None:
+        return None
+    stable = {row_id: row for row_id, row in before.items() if after.get(row_id) == row}
+    latest = list(after.values())
+
+    missing = 0
+    for slot_id, slot_unit, day_unit, id_hash in stable.values():
+        key = slot_id.rsplit(".", 1)[1]
+        if slot_unit not in snapshot.slot_taken.get(key, frozenset()):
+            missing += 1
+        if day_unit not in snapshot.day_taken:
+            missing += 1
+        if id_hash not in snapshot.visitor_ids:
+            missing += 1
+    counted = {(o, r) for o, rs in snapshot.owners.items() for r in rs}
+    missing += len((owners_before & owners_after) - counted)
+
+    held_slot_units = {(r[0].rsplit(".", 1)[1], r[1]) for r in latest}
+    held_day_units = {r[2] for r in latest}
+    held_ids = {r[3] for r in latest}
+    suspects: set[str] = set()
+    for key, units in snapshot.slot_taken.items():
+        suspects.update(f"s:{key}:{u}" for u in units if (key, u) not in held_slot_units)
+    suspects.update(f"d:{u}" for u in snapshot.day_taken if u not in held_day_units)
+    suspects.update(f"i:{h}" for h in snapshot.visitor_ids if h not in held_ids)
+    suspects.update(f"o:{o}:{r}" for o, r in counted - owners_after)
+    return Comparison(snapshot, latest, missing, frozenset(suspects))
+
+
+async def _active_rows(
+    sessions: async_sessionmaker[AsyncSession], site_day: SiteDay
+) -> dict[int, tuple[str, int, int, str]]:
+    async with sessions() as session:
+        rows = await repo.active_units(session, site_day.site, site_day.visit_date)
+    # Keyed by visitor row id: a unit freed and taken again by someone else is a new row.
+    return {row[4] or 0: (row[0], row[1], row[2], row[3]) for row in rows}
+
+
+async def _active_owners(
+    sessions: async_sessionmaker[AsyncSession], site_day: SiteDay
+) -> set[tuple[str, str]]:
+    async with sessions() as session:
+        return set(await repo.active_owners(session, site_day.site, site_day.visit_date))
 
 
 class Reconciler:
@@ -120,49 +193,17 @@ class Reconciler:
 
     async def reconcile_day(self, site_day: SiteDay) -> DayDrift:
         drift = DayDrift(site_day)
-        if not await self._counters.is_built(site_day):
+        found = await compare(self._sessions, self._counters, site_day)
+        if found is None:
             drift.rebuilt = await self.rebuild(site_day)
             return drift
-        # SQL before and after the Redis snapshot: only visitors active in both reads count as
-        # "SQL holds it", so a cancel or a new booking racing this pass is not mistaken for drift.
-        before = await self._active_rows(site_day)
-        owners_before = await self._active_owners(site_day)
-        snapshot = await self._counters.snapshot(site_day)
-        after = await self._active_rows(site_day)
-        owners_after = await self._active_owners(site_day)
-        if snapshot is None:
-            drift.rebuilt = await self.rebuild(site_day)
-            return drift
-        stable = {row_id: row for row_id, row in before.items() if after.get(row_id) == row}
-        latest = after.values()
-
-        missing = 0
-        for slot_id, slot_unit, day_unit, id_hash in stable.values():
-            key = slot_id.rsplit(".", 1)[1]
-            if slot_unit not in snapshot.slot_taken.get(key, frozenset()):
-                missing += 1
-            if day_unit not in snapshot.day_taken:
-                missing += 1
-            if id_hash not in snapshot.visitor_ids:
-                missing += 1
-        counted = {(o, r) for o, rs in snapshot.owners.items() for r in rs}
-        missing += len((owners_before & owners_after) - counted)
         plan = await self._plan(site_day)
-        settings_differ = plan is not None and plan.settings() != snapshot.settings
-        if missing or settings_differ:
-            drift.missing = missing
+        settings_differ = plan is not None and plan.settings() != found.snapshot.settings
+        if found.missing or settings_differ:
+            drift.missing = found.missing
             drift.rebuilt = await self.rebuild(site_day)
             return drift
-
-        held_slot_units = {(r[0].rsplit(".", 1)[1], r[1]) for r in latest}
-        held_day_units = {r[2] for r in latest}
-        held_ids = {r[3] for r in latest}
-        suspects: set[str] = set()
-        for key, units in snapshot.slot_taken.items():
-            suspects.update(f"s:{key}:{u}" for u in units if (key, u) not in held_slot_units)
-        suspects.update(f"d:{u}" for u in snapshot.day_taken if u not in held_day_units)
-        suspects.update(f"i:{h}" for h in snapshot.visitor_ids if h not in held_ids)
-        suspects.update(f"o:{o}:{r}" for o, r in counted - owners_after)
+        suspects = set(found.suspects)
         drift.leaked = len(suspects)
 
         now = self._clock.now()
@@ -209,16 +250,6 @@ class Reconciler:
             returned += 1
         log.warning("leaked units returned", extra={"site_day": str(site_day), "units": returned})
         return returned
-
-    async def _active_rows(self, site_day: SiteDay) -> dict[int, tuple[str, int, int, str]]:
-        async with self._sessions() as session:
-            rows = await repo.active_units(session, site_day.site, site_day.visit_date)
-        # Keyed by visitor row id: a unit freed and taken again by someone else is a new row.
-        return {row[4] or 0: (row[0], row[1], row[2], row[3]) for row in rows}
-
-    async def _active_owners(self, site_day: SiteDay) -> set[tuple[str, str]]:
-        async with self._sessions() as session:
-            return set(await repo.active_owners(session, site_day.site, site_day.visit_date))
 
     async def _plan(self, site_day: SiteDay) -> DayPlan | None:
         now = self._clock.now()

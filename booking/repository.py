@@ -201,6 +201,45 @@ async def active_owners(
     return [(row[0], row[1]) for row in await session.execute(query)]
 
 
+async def first_sales(session: AsyncSession, site_id: str, visit_date: date) -> dict[str, datetime]:
+    """Slot id -> when the oldest reservation still holding places in it was made."""
+    query = (
+        sa.select(col(Reservation.slot_id), sa.func.min(col(Reservation.created_at)))
+        .where(
+            col(Reservation.site_id) == site_id,
+            col(Reservation.visit_date) == visit_date,
+            col(Reservation.status).in_([str(s) for s in ACTIVE_STATUSES]),
+        )
+        .group_by(col(Reservation.slot_id))
+    )
+    return {row[0]: row[1] for row in await session.execute(query)}
+
+
+async def overdue_holds(
+    session: AsyncSession, site_id: str, visit_date: date, now: datetime
+) -> int:
+    """Reservations of a site-day still held after their hold expired (not yet swept)."""
+    query = sa.select(sa.func.count()).where(
+        col(Reservation.site_id) == site_id,
+        col(Reservation.visit_date) == visit_date,
+        col(Reservation.status) == ReservationStatus.held.value,
+        col(Reservation.hold_expires_at) < now,
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def audit_events(
+    session: AsyncSession, site_id: str, actions: Iterable[str]
+) -> Sequence[AuditEvent]:
+    """A site's audited staff changes of the given kinds, oldest first."""
+    query = (
+        sa.select(AuditEvent)
+        .where(col(AuditEvent.site_id) == site_id, col(AuditEvent.action).in_(list(actions)))
+        .order_by(col(AuditEvent.at), col(AuditEvent.id))
+    )
+    return (await session.execute(query)).scalars().all()
+
+
 async def reservations_of_day(
     session: AsyncSession, site_id: str, visit_date: date
 ) -> Sequence[sa.Row[str, str, str, int, str]]:

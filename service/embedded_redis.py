@@ -27,12 +27,26 @@ def _die_with_parent() -> None:
 
 PR_SET_PDEATHSIG = 1
 
+# In the data directory while `tidegate serve` runs an embedded Redis: its URL, for the
+# commands that read the service's counters from outside (`tidegate audit`).
+ANNOUNCE_FILE = "embedded-redis.url"
+
+
+def announced_url(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis a `tidegate serve` on this data directory announced, if
+    any (it may have died since without removing the file: connecting tells)."""
+    try:
+        return (data_dir / ANNOUNCE_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
 
 class EmbeddedRedis:
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, announce: Path | None = None) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="tidegate-redis-", dir=directory))
         self.socket = self._dir / "redis.sock"
         self._process: subprocess.Popen[bytes] | None = None
+        self._announce = announce
 
     @property
     def pid(self) -> int | None:
@@ -70,9 +84,13 @@ class EmbeddedRedis:
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the embedded redis-server did not start")
             time.sleep(0.01)
+        if self._announce is not None:
+            self._announce.write_text(self.url)
         return self
 
     def stop(self) -> None:
+        if self._announce is not None and announced_url(self._announce.parent) == self.url:
+            self._announce.unlink(missing_ok=True)
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:

@@ -6,9 +6,11 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -35,7 +37,7 @@ from capacity.occupancy import Occupancy
 from capacity.replays import Replays
 from capacity.store import RedisClient, connect
 from capacity.throttle import Throttle
-from service.embedded_redis import EmbeddedRedis
+from service.embedded_redis import ANNOUNCE_FILE, EmbeddedRedis
 from service.settings import DEFAULT_BUDGETS, Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,43 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def make_read_only_engine(url: str) -> AsyncEngine:
+    """An engine that cannot write, for the audit: SQLite opened with `mode=ro`, PostgreSQL
+    sessions whose transactions are read-only (any write fails)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return make_engine(url)
+        readonly = parsed.set(
+            database=f"file:{quote(path)}",
+            query={**parsed.query, "mode": "ro", "uri": "true"},
+        )
+        engine = create_async_engine(readonly, pool_size=1, max_overflow=0, pool_timeout=60)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        return engine
+    if parsed.get_driver_name() == "asyncpg":
+        settings = {"default_transaction_read_only": "on"}
+        return create_async_engine(
+            url, pool_size=2, pool_pre_ping=True, connect_args={"server_settings": settings}
+        )
+    engine = create_async_engine(url, pool_size=2, pool_pre_ping=True)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _read_only(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        cursor.close()
+
+    return engine
 
 
 def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -97,7 +136,8 @@ class Runtime:
         embedded = None
         redis_url = settings.redis_url
         if redis_url is None:
-            embedded = EmbeddedRedis().start()
+            announce = settings.data_dir / ANNOUNCE_FILE
+            embedded = EmbeddedRedis(announce=announce).start()
             redis_url = embedded.url
         redis = connect(redis_url)
         engine = make_engine(settings.db_url, pool_size=settings.db_pool_size)

@@ -7,13 +7,16 @@ from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -26,6 +29,37 @@ SLOT_ID_PATTERN = r"^[a-z0-9-]{1,64}\.\d{4}-\d{2}-\d{2}\.\d{4}$"
 SITE_ID_PATTERN = r"^[a-z0-9-]{1,64}$"
 
 SlotId = Annotated[str, StringConstraints(pattern=SLOT_ID_PATTERN, max_length=100)]
+
+LOCAL_TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+
+
+def _time_text(value: Any) -> Any:
+    """Times come as text: a number of seconds would be read as a time of day."""
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("time_type", "Input should be a time of day as HH:MM[:SS]")
+    return value
+
+
+def _wall_clock(value: time) -> time:
+    if value.tzinfo is not None:
+        raise PydanticCustomError(
+            "local_time", "a time at the site, without an offset: the site's timezone applies"
+        )
+    if value.microsecond:
+        raise PydanticCustomError("whole_seconds", "a time in whole seconds, HH:MM[:SS]")
+    return value
+
+
+# A wall-clock time at a site, "09:00" or "09:00:00", read in the site's own timezone. Not
+# JSON Schema's "time" format: that is RFC 3339's full-time, which requires a UTC offset.
+LocalTime = Annotated[
+    time,
+    BeforeValidator(_time_text),
+    AfterValidator(_wall_clock),
+    WithJsonSchema({"type": "string", "pattern": LOCAL_TIME_PATTERN, "examples": ["09:00"]}),
+]
 
 
 class Strict(BaseModel):
@@ -197,7 +231,7 @@ class ReleaseBatch(Strict):
     share back for the day before."""
 
     days_before: int = Field(ge=0, le=90)
-    at: time
+    at: LocalTime
     share: float = Field(gt=0, le=1)
 
 
@@ -205,7 +239,7 @@ class PoolRollover(Strict):
     """When unsold places kept for a channel's pool join the general sale."""
 
     days_before: int = Field(ge=0, le=90)
-    at: time
+    at: LocalTime
 
 
 class RefundPolicy(Strict):
@@ -266,15 +300,15 @@ class SiteSettings(Strict):
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z-]{1,20}$")] | None = None
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
-    opens: time | None = None
-    closes: time | None = None
-    last_entry: time | None = None
+    opens: LocalTime | None = None
+    closes: LocalTime | None = None
+    last_entry: LocalTime | None = None
     closed_weekdays: list[Weekday] | None = Field(default=None, max_length=7)
     daily_cap: int | None = Field(default=None, ge=1, le=1_000_000)
     instant_cap: int | None = Field(default=None, ge=1, le=1_000_000)
     average_stay_minutes: int | None = Field(default=None, ge=1, le=1440)
     horizon_days: int | None = Field(default=None, ge=0, le=90)
-    release_time: time | None = None
+    release_time: LocalTime | None = None
     same_day_sales: bool | None = None
     party_size_limit: int | None = Field(default=None, ge=1, le=50)
     real_name: bool | None = None
@@ -334,15 +368,15 @@ class SiteCreate(SiteSettings):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     timezone: Annotated[str, StringConstraints(max_length=64)] = "Asia/Shanghai"
-    opens: time
-    closes: time
-    last_entry: time
+    opens: LocalTime
+    closes: LocalTime
+    last_entry: LocalTime
     closed_weekdays: list[Weekday] = Field(default_factory=list, max_length=7)
     daily_cap: int = Field(ge=1, le=1_000_000)
     instant_cap: int = Field(ge=1, le=1_000_000)
     average_stay_minutes: int = Field(default=120, ge=1, le=1440)
     horizon_days: int = Field(default=7, ge=0, le=90)
-    release_time: time = time(20, 0)
+    release_time: LocalTime = time(20, 0)
     same_day_sales: bool = True
     party_size_limit: int = Field(default=5, ge=1, le=50)
     real_name: bool = True
@@ -387,8 +421,8 @@ class GateCreate(GateSettings):
 
 class TemplateSettings(Strict):
     label: Annotated[str, StringConstraints(max_length=40)] | None = None
-    start: time | None = None
-    end: time | None = None
+    start: LocalTime | None = None
+    end: LocalTime | None = None
     capacity: int | None = Field(default=None, ge=0, le=1_000_000)
     repeat_minutes: int | None = Field(default=None, ge=5, le=720)
     weekdays: list[Weekday] | None = Field(default=None, min_length=1, max_length=7)
@@ -405,8 +439,8 @@ class TemplateCreate(TemplateSettings):
     `repeat_minutes`, one slot every so many minutes between `start` and `end`."""
 
     label: Annotated[str, StringConstraints(max_length=40)] = ""
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
     capacity: int = Field(ge=0, le=1_000_000)
     weekdays: list[Weekday] = Field(default_factory=lambda: list(range(7)), min_length=1)
 
@@ -422,8 +456,8 @@ class TemplatePublic(BaseModel):
     id: int
     site: str
     label: str
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
     capacity: int
     repeat_minutes: int | None
     weekdays: list[int]
@@ -526,15 +560,15 @@ class SitePublic(BaseModel):
     lat: float
     lon: float
     timezone: str
-    opens: time
-    closes: time
-    last_entry: time
+    opens: LocalTime
+    closes: LocalTime
+    last_entry: LocalTime
     closed_weekdays: list[int]
     daily_cap: int
     instant_cap: int
     average_stay_minutes: int
     horizon_days: int
-    release_time: time
+    release_time: LocalTime
     same_day_sales: bool
     party_size_limit: int
     real_name: bool
@@ -751,7 +785,7 @@ class SuggestionsPublic(BaseModel):
 
     site: str
     date: date
-    time: time
+    time: LocalTime
     party: int
     wanted_slot_id: str | None  # the slot covering the wanted time, if any
     wanted_remaining: int | None
@@ -860,8 +894,8 @@ class CapacityPlanRequest(Strict):
 class SlotQuota(BaseModel):
     template_id: int
     label: str
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
     quota: int
 
 

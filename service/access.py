@@ -9,11 +9,12 @@ nothing). A tourist asking for somebody else's reservation or waitlist entry is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -146,6 +147,51 @@ class DeclaredRoute(APIRoute):
                 "dependency from service.access"
             )
         self.openapi_extra = {**(self.openapi_extra or {}), "x-access": policy.name}
+        if self.body_field is not None:
+            # Refused before routing by service.bodies, for every route with a body.
+            self.responses.setdefault(413, {"description": "payload-too-large"})
+            self.responses.setdefault(415, {"description": "unsupported-media-type"})
+        self.query_names = _query_names(self.dependant)
+        DECLARED.append(self)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        answer = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            # A misspelt parameter (`?limt=5`) would otherwise be dropped without a word and
+            # the default used: refused like an unknown field of a body.
+            unknown = sorted(set(request.query_params) - self.query_names)
+            if unknown:
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "extra_forbidden",
+                            "loc": ("query", unknown[0][:64]),
+                            "msg": "Extra inputs are not permitted",
+                        }
+                    ]
+                )
+            return await answer(request)
+
+        return checked
+
+
+DECLARED: list[DeclaredRoute] = []
+
+
+def methods_at(path: str) -> list[str]:
+    """Every method some route answers at `path`, for the Allow header of a 405 (Starlette
+    names only the first matching route's, and FastAPI makes one route per method)."""
+    methods = {m for route in DECLARED if route.path_regex.match(path) for m in route.methods or ()}
+    return sorted(methods)
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route reads, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return frozenset(names)
 
 
 def router(**kwargs: Any) -> APIRouter:

@@ -13,6 +13,7 @@ from pydantic_core import to_jsonable_python
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capacity.errors import TidegateError
+from service.access import methods_at
 from service.metrics import REFUSALS
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,29 @@ async def _validation(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+# FastAPI's answer to a body json.loads could not decode (not UTF-8, nested too deep): the
+# same refusal as any other body that is not JSON, 422 naming the rule.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400 and error.detail == _UNPARSABLE_BODY:
+        return await _validation(
+            request,
+            RequestValidationError(
+                [
+                    {
+                        "type": "json_invalid",
+                        "loc": ("body",),
+                        "msg": "JSON decode error: the body is not UTF-8 JSON",
+                    }
+                ]
+            ),
+        )
+    headers = dict(error.headers) if error.headers else {}
+    if error.status_code == 405:
+        headers["Allow"] = ", ".join(methods_at(request.url.path) or [headers.get("Allow", "")])
     code = _HTTP_CODES.get(error.status_code, "http-error")
     return problem(
         status=error.status_code,
@@ -116,7 +138,7 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
         title=str(error.detail),
         detail=f"{request.method} {request.url.path}: {error.detail}",
         instance=request.url.path,
-        headers=dict(error.headers) if error.headers else None,
+        headers=headers or None,
     )
 
 

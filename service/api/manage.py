@@ -28,6 +28,7 @@ from booking.schemas import (
 )
 from service import access
 from service.access import AdminDep, SiteManagerDep, SlotManagerDep
+from service.api.params import RowId
 from service.deps import RuntimeDep
 from service.errors import problem_responses
 
@@ -149,7 +150,11 @@ async def add_template(
     responses=REFUSALS,
 )
 async def change_template(
-    site_id: str, template_id: int, body: TemplatePatch, runtime: RuntimeDep, staff: SiteManagerDep
+    site_id: str,
+    template_id: RowId,
+    body: TemplatePatch,
+    runtime: RuntimeDep,
+    staff: SiteManagerDep,
 ) -> TemplatePublic:
     """Change a template; slots already made keep their times and caps."""
     return await runtime.management.update_template(site_id, template_id, body, actor=staff.actor)
@@ -157,7 +162,7 @@ async def change_template(
 
 @router.delete("/sites/{site_id}/slot-templates/{template_id}", status_code=204, responses=REFUSALS)
 async def delete_template(
-    site_id: str, template_id: int, runtime: RuntimeDep, staff: SiteManagerDep
+    site_id: str, template_id: RowId, runtime: RuntimeDep, staff: SiteManagerDep
 ) -> Response:
     """Stop making slots from a template; slots already made stay."""
     await runtime.management.delete_template(site_id, template_id, actor=staff.actor)

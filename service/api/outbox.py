@@ -11,6 +11,7 @@ from booking.outbox import events
 from booking.schemas import OutboxEventPublic
 from service import access
 from service.access import AdminDep
+from service.api.params import MAX_ROW_ID
 from service.deps import RuntimeDep
 from service.errors import problem_responses
 
@@ -28,7 +29,9 @@ async def outbox(
     topic: Annotated[
         str | None, Query(max_length=60, description="e.g. account.verification")
     ] = None,
-    after: Annotated[int, Query(ge=0, description="Only events with a greater id")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_ROW_ID, description="Only events with a greater id")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[OutboxEventPublic]:
     """Notifications in the order they were written (admins): what a delivery worker or a

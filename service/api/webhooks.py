@@ -7,14 +7,13 @@ retried with backoff; the delivery log shows each, and a replay sends one again.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Path, Response
+from fastapi import Response
 
 from booking.errors import Forbidden, NotFound, Unauthorized
 from booking.schemas import DeliveryPublic, SubscriptionPublic, SubscriptionRequest
 from service import access
 from service.access import SiteManagerDep, TouristDep
+from service.api.params import RowId
 from service.deps import RuntimeDep
 from service.errors import problem_responses
 
@@ -22,7 +21,7 @@ router = access.router(prefix="/v1", tags=["webhooks"])
 
 MINE = problem_responses(Unauthorized, NotFound)
 SITES = problem_responses(Unauthorized, Forbidden, NotFound)
-DeliveryId = Annotated[int, Path(ge=1, le=2**62)]
+DeliveryId = RowId
 
 
 # an app's, for its account ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,8 +20,8 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-@pytest.fixture
-def env(data_dir: Path) -> Iterator[dict[str, str]]:
+@contextlib.contextmanager
+def process_env(data_dir: Path) -> Iterator[dict[str, str]]:
     """The environment of a tidegate process: its own data directory and, when the suite runs
     on PostgreSQL, its own empty database there (the process migrates it)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
@@ -36,12 +37,20 @@ def env(data_dir: Path) -> Iterator[dict[str, str]]:
         return
     name = databases.fresh_name("process")
     databases.create(name)
-    yield environment | {
-        "TIDEGATE_DATABASE_URL": databases.with_database(server, name),
-        # A shared database needs the key every replica hashes visitor IDs with.
-        "TIDEGATE_ID_HASH_KEY": "process-test-id-hash-key",
-    }
-    databases.drop(name)
+    try:
+        yield environment | {
+            "TIDEGATE_DATABASE_URL": databases.with_database(server, name),
+            # A shared database needs the key every replica hashes visitor IDs with.
+            "TIDEGATE_ID_HASH_KEY": "process-test-id-hash-key",
+        }
+    finally:
+        databases.drop(name)
+
+
+@pytest.fixture
+def env(data_dir: Path) -> Iterator[dict[str, str]]:
+    with process_env(data_dir) as environment:
+        yield environment
 
 
 @pytest.fixture

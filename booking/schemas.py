@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Annotated, Any, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -62,10 +63,37 @@ LocalTime = Annotated[
 ]
 
 
+def _numeric(annotation: Any) -> bool:
+    """An int or float field (or an optional one); bool is not a number here."""
+    if annotation in (int, float):
+        return True
+    args = get_args(annotation)
+    return get_origin(annotation) in (Union, UnionType) and any(a in (int, float) for a in args)
+
+
+def _numbers_in(annotation: Any) -> bool:
+    """A list of numbers (weekdays, ...)."""
+    return get_origin(annotation) is list and any(_numeric(a) for a in get_args(annotation))
+
+
 class Strict(BaseModel):
-    """Every request body: unknown fields are refused, never silently dropped."""
+    """Every request body: unknown fields are refused, never silently dropped; a number is a
+    JSON number (`"5"` and `true` are not counts: a client sending them has a bug to hear of)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None:
+            return value
+        if _numeric(field.annotation) and isinstance(value, str | bool):
+            raise PydanticCustomError("number_type", "Input should be a JSON number")
+        listed = _numbers_in(field.annotation) and isinstance(value, list)
+        if listed and any(isinstance(item, str | bool) for item in value):
+            raise PydanticCustomError("number_type", "Items should be JSON numbers")
+        return value
 
     def changes(self) -> dict[str, Any]:
         """The fields the request named (a PATCH changes only those)."""

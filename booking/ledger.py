@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking import repository as repo
@@ -86,8 +87,11 @@ class HoldLedger:
         try:
             await self._insert(batch)
         except Exception as error:
-            if len(batch) == 1:
-                _settle(batch[0], error)
+            if len(batch) == 1 or not isinstance(error, IntegrityError):
+                # The database itself failed (locked, gone): every hold of the batch fails
+                # with it, at once, rather than each waiting out the same failure again.
+                for hold in batch:
+                    _settle(hold, error)
                 return
             # One bad hold must not sink the others: each is written alone for its verdict.
             for hold in batch:

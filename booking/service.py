@@ -854,7 +854,12 @@ class Booking:
             raise RequestInFlight()
         try:
             if not begun.warm:
-                attempt.replay = await self._stored(request)
+                record = await self._stored_record(request)
+                if record is not None:
+                    # Redis learns what SQL holds: the next retry is answered from Redis.
+                    await self._replays.finish(request.owner_id, request.key, record)
+                    attempt.finished = True
+                    attempt.replay = _replay(request, record)
             yield attempt
         finally:
             if not attempt.finished:
@@ -872,11 +877,14 @@ class Booking:
         return Receipt(public)
 
     async def _stored(self, request: Idempotency) -> Receipt | None:
+        record = await self._stored_record(request)
+        return None if record is None else _replay(request, record)
+
+    async def _stored_record(self, request: Idempotency) -> str | None:
+        """The answer SQL recorded for this key with its change, if any."""
         async with self._sessions() as session:
             record = await repo.idempotency_record(session, request.owner_id, request.key)
-        if record is None:
-            return None
-        return _replay(request, _record_text(record.fingerprint, record.body))
+        return None if record is None else _record_text(record.fingerprint, record.body)
 
     async def _replay_committed(self, request: Idempotency) -> Receipt:
         replay = await self._stored(request)

@@ -159,6 +159,11 @@ class RequestKeys:
         return f"{self.tag}:inflight:{self.digest}"
 
     @property
+    def started(self) -> str:
+        """Set while an attempt runs and kept if it dies: its retry asks SQL for the answer."""
+        return f"{self.tag}:started:{self.digest}"
+
+    @property
     def warm(self) -> str:
         return warm_marker(int(self.digest[0], 16) % REQUEST_SHARDS)
 

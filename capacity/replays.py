@@ -45,7 +45,8 @@ class Replays:
         keys = RequestKeys.of(owner, key)
         try:
             reply = await self._begin(
-                keys=[keys.done, keys.in_flight, keys.warm], args=[self._lock_ms]
+                keys=[keys.done, keys.in_flight, keys.warm, keys.started],
+                args=[self._lock_ms, int(RETENTION.total_seconds() * 1000)],
             )
         except RedisError as error:
             raise CapacityUnavailable("requests cannot be checked right now") from error
@@ -62,12 +63,14 @@ class Replays:
         with contextlib.suppress(RedisError):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(keys.done, record, ex=RETENTION)
-                pipe.delete(keys.in_flight)
+                pipe.delete(keys.in_flight, keys.started)
                 await pipe.execute()
 
     async def abandon(self, owner: str, key: str) -> None:
+        """The attempt ended without a change to keep (refused, or undone)."""
+        keys = RequestKeys.of(owner, key)
         with contextlib.suppress(RedisError):  # if Redis is gone, the lock expires by itself
-            await self._redis.delete(RequestKeys.of(owner, key).in_flight)
+            await self._redis.delete(keys.in_flight, keys.started)
 
     async def cold_shards(self) -> list[int]:
         try:

@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic_core import to_jsonable_python
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capacity.errors import TidegateError
@@ -142,6 +144,32 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+# A database that is locked, restarting or unreachable: the booking was undone (its units went
+# back to Redis), so the caller may simply try again. Anything else from the database (a
+# constraint no rule foresaw, a bad statement) is a bug and stays a 500.
+_DATABASE_BUGS = (IntegrityError, ProgrammingError, DataError)
+
+
+async def _database(request: Request, error: Exception) -> JSONResponse:
+    if isinstance(error, _DATABASE_BUGS):
+        return await _unexpected(request, error)
+    REFUSALS.labels("database-unavailable").inc()
+    log.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        type(getattr(error, "orig", None) or error).__name__,
+    )
+    return problem(
+        status=503,
+        code="database-unavailable",
+        title="The booking records cannot be written right now",
+        detail="nothing was booked or changed: try again in a moment",
+        instance=request.url.path,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(
@@ -156,6 +184,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TidegateError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(DBAPIError, _database)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _database)  # no pooled connection free
     app.add_exception_handler(Exception, _unexpected)
 
 

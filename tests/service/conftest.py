@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import databases
-from tests.service.processes import TIDEGATE, cli, free_port, wait_ready
+from tests.service.processes import serving_demo
 
 
 @pytest.fixture
@@ -55,20 +54,5 @@ def env(data_dir: Path) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    assert cli(env, "migrate") == "database at head"
-    assert cli(env, "seed", "--demo").startswith("11 demo sites loaded")
-    port = free_port()
-    process = subprocess.Popen(
-        [*TIDEGATE, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url, process, lambda: process.stderr.read().decode() if process.stderr else "")
-    yield url, process
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
-    if process.stderr:
-        process.stderr.close()
+    with serving_demo(env) as served:
+        yield served

@@ -46,6 +46,32 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], why_not: Callable[[],
 
 
 @contextlib.contextmanager
+def serving_demo(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`tidegate serve` on `env`'s data directory (or database), migrated and with the demo
+    sites loaded; yields its URL and process once it is ready, stops it (SIGINT) after."""
+    assert cli(env, "migrate") == "database at head"
+    assert cli(env, "seed", "--demo").startswith("11 demo sites loaded")
+    port = free_port()
+    process = subprocess.Popen(
+        [*TIDEGATE, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    log = process.stderr
+    try:
+        wait_ready(url, process, lambda: log.read().decode() if log else "")
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+        if log:
+            log.close()
+
+
+@contextlib.contextmanager
 def serving_shared(settings: Settings, *, workers: int = 2) -> Iterator[str]:
     """`tidegate serve --workers N` on a test's own database and Redis (what its runtime
     built), as a production API tier would share them; yields the base URL once ready."""

@@ -10,8 +10,6 @@ told), positive and negative.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from schemathesis.config import SchemathesisConfig
 from service.app import create_app
 from tests.conftest import visitor
 from tests.service.conftest import process_env
-from tests.service.processes import TIDEGATE, cli, free_port, wait_ready
+from tests.service.processes import cli, serving_demo
 
 EXAMPLES = int(os.environ.get("TIDEGATE_SCHEMATHESIS_EXAMPLES", "25"))
 
@@ -105,25 +103,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     data_dir: Path = tmp_path_factory.mktemp("schemathesis")
     with process_env(data_dir) as environment:
         env = environment | {"TIDEGATE_RATE_LIMITS": "off"}
-        cli(env, "migrate")
-        cli(env, "seed", "--demo")
-        port = free_port()
-        process = subprocess.Popen(
-            [*TIDEGATE, "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            log = process.stderr
-            wait_ready(url, process, lambda: log.read().decode() if log else "")
+        with serving_demo(env) as (url, _):
             yield Api(url, env)
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=30)
-            if process.stderr:
-                process.stderr.close()
 
 
 # The schema the server publishes at /openapi.json, built from the same routes without serving.

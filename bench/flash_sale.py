@@ -32,6 +32,14 @@ The production shape
     `--workers 2` (API processes behind one port) run the same sale on PostgreSQL + Redis 7
     with two API processes; every process of the server side stays on the server's core.
 
+The naive way, side by side
+    With `--database-url`, the same requests then go to `bench/row_lock_app.py`, served the
+    same way: one PostgreSQL transaction per hold that locks the slot's row (`SELECT … FOR
+    UPDATE`), counts the places and inserts the reservation and its visitors, in a database of
+    its own on the same server. The report then has a `row_lock` part (its rates, latencies and
+    the places it sold, which must be K too) and the ratios `hold_vs_row_lock` and
+    `sold_out_vs_row_lock`; a table of the three servers goes to stderr.
+
     .venv/bin/python bench/flash_sale.py --workers 2 --redis-url redis://127.0.0.1:6391/0 \
         --database-url postgresql+asyncpg://postgres@127.0.0.1:5439/postgres
 """
@@ -65,6 +73,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
+import row_lock_app  # bench/ is not a package
 from loadgen import LoadResult, build_request, run_in_process
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
@@ -447,13 +456,18 @@ def measure(
 
 def bench(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
-        database_url = None
+        database_url = row_lock_url = None
         if args.database_url:
-            name = f"tg_bench_{uuid.uuid4().hex[:8]}"
-            database_url = stack.enter_context(postgresql_database(args.database_url, name))
+            name = uuid.uuid4().hex[:8]
+            database_url = stack.enter_context(
+                postgresql_database(args.database_url, f"tg_bench_{name}")
+            )
+            row_lock_url = stack.enter_context(
+                postgresql_database(args.database_url, f"tg_rowlock_{name}")
+            )
         if args.redis_url:
             empty_redis(args.redis_url)
-        return bench_on(args, workdir, servers, database_url)
+        return bench_on(args, workdir, servers, database_url, row_lock_url)
 
 
 def empty_redis(url: str) -> None:
@@ -465,10 +479,26 @@ def empty_redis(url: str) -> None:
     asyncio.run(flush())
 
 
-def bench_on(
-    args: argparse.Namespace, workdir: Path, servers: list[Server], database_url: str | None
-) -> dict[str, Any]:
-    quiet = args.json_only
+@dataclass
+class Prepared:
+    """A migrated and seeded tidegate data set, and how to start a server on it."""
+
+    env: dict[str, str]
+    data_dir: Path
+    database_url: str | None
+    admin_token: str
+
+    def sold(self, slot_id: str) -> int:
+        """Active visitors of a slot, counted in SQL."""
+        if self.database_url:
+            return sold_in_postgresql(self.database_url, slot_id)
+        return sold_in_sql(self.data_dir / "tidegate.sqlite3", slot_id)
+
+
+def prepare_tidegate(
+    workdir: Path, database_url: str | None, redis_url: str | None, *, quiet: bool
+) -> Prepared:
+    """Migrate and seed the demo sites (SQLite in `workdir` unless `database_url`)."""
     data_dir = workdir / "data"
     env = {
         **os.environ,
@@ -482,56 +512,47 @@ def bench_on(
     if database_url:
         env["TIDEGATE_DATABASE_URL"] = database_url
         env["TIDEGATE_ID_HASH_KEY"] = uuid.uuid4().hex
-    if args.redis_url:
-        env["TIDEGATE_REDIS_URL"] = args.redis_url
-    load_before = round(os.getloadavg()[0], 2)
-    server_cpus, generator_cpus = split_cpus()
-    if generator_cpus:
-        os.sched_setaffinity(0, generator_cpus)  # this process stays off the server's core
-
+    if redis_url:
+        env["TIDEGATE_REDIS_URL"] = redis_url
     log(f"data dir {data_dir}: migrate, seed, admin token", quiet=quiet)
     run_cli(["migrate"], env)
     run_cli(["seed", "--demo"], env)
     admin_token = run_cli(["token", "create", "--role", "admin"], env).splitlines()[-1]
+    return Prepared(env, data_dir, database_url, admin_token)
 
+
+def start_tidegate(
+    prepared: Prepared,
+    workers: int,
+    workdir: Path,
+    cpus: set[int],
+    servers: list[Server],
+    *,
+    ready_timeout: float = 60.0,
+) -> Server:
     tidegate = Server.start(
         "tidegate serve",
-        [*tidegate_command(), "serve", "--no-background", "--workers", str(args.workers)],
-        env,
+        [*tidegate_command(), "serve", "--no-background", "--workers", str(workers)],
+        prepared.env,
         workdir / "tidegate.log",
-        server_cpus,
+        cpus,
     )
     servers.append(tidegate)
-    tidegate.wait_ready("/readyz")
+    tidegate.wait_ready("/readyz", timeout=ready_timeout)
+    return tidegate
 
-    run = uuid.uuid4().hex[:8]
-    with httpx.Client(base_url=tidegate.url, timeout=60) as client:
-        slot = pick_slot(client, args.k)
-        set_capacity(client, slot["id"], args.k, admin_token)
-        lift_account_limits(client, slot["site"], admin_token)
-        accounts = max(1, min(args.c, args.n))
-        log(f"slot {slot['id']} capacity {args.k}; registering {accounts} accounts", quiet=quiet)
-        tokens = register_accounts(client, accounts, run, admin_token)
-    bodies = hold_bodies(slot["id"], args.n)
 
-    log(f"tidegate: {args.n} holds over {args.c} connections", quiet=quiet)
-    result, server_cpu = measure(
-        tidegate, hold_requests(tidegate.port, bodies, tokens, run), args.c, generator_cpus
-    )
-    sold = (
-        sold_in_postgresql(database_url, slot["id"])
-        if database_url
-        else sold_in_sql(data_dir / "tidegate.sqlite3", slot["id"])
-    )
-    tidegate.stop()
-
-    ceiling = Server.start(
-        "ceiling app",
+def start_bare_app(
+    name: str, app: str, env: dict[str, str], workdir: Path, cpus: set[int], servers: list[Server]
+) -> Server:
+    """A bench app of `bench/` served as `tidegate serve` serves (one uvicorn worker)."""
+    server = Server.start(
+        name,
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "ceiling_app:app",
+            app,
             "--app-dir",
             str(BENCH_DIR),
             "--host",
@@ -541,37 +562,47 @@ def bench_on(
             "warning",
         ],
         env,
-        workdir / "ceiling.log",
-        server_cpus,
+        workdir / f"{app.split(':')[0]}.log",
+        cpus,
     )
-    servers.append(ceiling)
-    ceiling.wait_ready("/openapi.json")
-    log(f"ceiling: {args.n} requests over {args.c} connections", quiet=quiet)
-    bare, ceiling_cpu = measure(
-        ceiling, hold_requests(ceiling.port, bodies, tokens, run), args.c, generator_cpus
-    )
-    ceiling.stop()
+    servers.append(server)
+    server.wait_ready("/openapi.json")
+    return server
 
-    stats = analyse(result, args.k)
-    bare_stats = analyse(bare, args.k)
-    ceiling_per_s = rate(len(bare.status), bare.wall_s)
-    expected = min(args.n, args.k)
-    report: dict[str, Any] = {
-        "n": args.n,
-        "c": args.c,
-        "k": args.k,
-        "database": "postgresql" if database_url else "sqlite",
-        "redis": "external" if args.redis_url else "embedded",
-        "api_processes": args.workers,
+
+@dataclass
+class Sale:
+    """One slot of K places on sale, and the accounts and requests that race for it."""
+
+    slot: dict[str, Any]
+    tokens: list[str]
+    run: str
+    bodies: list[bytes]
+
+    def requests(self, port: int) -> list[bytes]:
+        return hold_requests(port, self.bodies, self.tokens, self.run)
+
+
+def open_sale(server: Server, prepared: Prepared, n: int, c: int, k: int, *, quiet: bool) -> Sale:
+    run = uuid.uuid4().hex[:8]
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        slot = pick_slot(client, k)
+        set_capacity(client, slot["id"], k, prepared.admin_token)
+        lift_account_limits(client, slot["site"], prepared.admin_token)
+        accounts = max(1, min(c, n))
+        log(f"slot {slot['id']} capacity {k}; registering {accounts} accounts", quiet=quiet)
+        tokens = register_accounts(client, accounts, run, prepared.admin_token)
+    return Sale(slot, tokens, run, hold_bodies(slot["id"], n))
+
+
+def sale_figures(result: LoadResult, k: int, server_cpu: float) -> dict[str, Any]:
+    """What the report says of one server's run."""
+    stats = analyse(result, k)
+    return {
         "holds_per_s": stats["holds_per_s"],
         "sold_out_per_s": stats["sold_out_per_s"],
-        "ceiling_per_s": ceiling_per_s,
-        "hold_ratio": ratio(stats["holds_per_s"], ceiling_per_s),
-        "sold_out_ratio": ratio(stats["sold_out_per_s"], ceiling_per_s),
         "p50_ms": stats["p50_ms"],
         "p99_ms": stats["p99_ms"],
-        "sold": sold,
-        "oversold": max(0, sold - args.k),
         "created_201": stats["created"],
         "statuses": stats["statuses"],
         "errors_5xx": stats["errors_5xx"],
@@ -583,40 +614,197 @@ def bench_on(
         "hold_p99_ms": stats["hold_p99_ms"],
         "sold_out_p50_ms": stats["sold_out_p50_ms"],
         "sold_out_p99_ms": stats["sold_out_p99_ms"],
+        "server_cpu": server_cpu,
+        "generator_cpu": round(result.cpu_s / result.wall_s, 2),
+    }
+
+
+def sale_problems(name: str, figures: dict[str, Any], sold: int, expected: int) -> list[str]:
+    """Why a run that sold places does not count: 5xx, a wrong count, lost requests."""
+    problems = []
+    if figures["errors_5xx"]:
+        problems.append(f"{name}: {figures['errors_5xx']} answers were 5xx")
+    if sold != expected:
+        problems.append(f"{name}: sold {sold} in SQL, expected min(N, K) = {expected}")
+    if figures["created_201"] != sold:
+        problems.append(f"{name}: {figures['created_201']} answers were 201 but {sold} sold")
+    if figures["transport_errors"]:
+        problems.append(f"{name}: {figures['transport_errors']} requests got no HTTP answer")
+    return problems
+
+
+def run_row_lock(
+    args: argparse.Namespace,
+    url: str,
+    sale: Sale,
+    env: dict[str, str],
+    workdir: Path,
+    cpus: tuple[set[int], set[int]],
+    servers: list[Server],
+) -> tuple[dict[str, Any], list[str]]:
+    """The same sale against `bench/row_lock_app.py` on a PostgreSQL database of its own."""
+    dsn = plain_url(url)
+    asyncio.run(row_lock_app.prepare(dsn, sale.slot["id"], args.k))
+    server = start_bare_app(
+        "row-lock app",
+        "row_lock_app:app",
+        {**env, "BENCH_ROW_LOCK_DSN": dsn},
+        workdir,
+        cpus[0],
+        servers,
+    )
+    log(f"row lock: {args.n} holds over {args.c} connections", quiet=args.json_only)
+    result, server_cpu = measure(server, sale.requests(server.port), args.c, cpus[1])
+    counter, rows = asyncio.run(row_lock_app.sold(dsn, sale.slot["id"]))
+    server.stop()
+    figures = {**sale_figures(result, args.k, server_cpu), "sold": rows, "sold_counter": counter}
+    problems = sale_problems("row lock", figures, rows, min(args.n, args.k))
+    if counter != rows:
+        problems.append(f"row lock: the slot counts {counter} sold but {rows} visitors exist")
+    return figures, problems
+
+
+def bench_on(
+    args: argparse.Namespace,
+    workdir: Path,
+    servers: list[Server],
+    database_url: str | None,
+    row_lock_url: str | None = None,
+) -> dict[str, Any]:
+    quiet = args.json_only
+    load_before = round(os.getloadavg()[0], 2)
+    server_cpus, generator_cpus = split_cpus()
+    if generator_cpus:
+        os.sched_setaffinity(0, generator_cpus)  # this process stays off the server's core
+
+    prepared = prepare_tidegate(workdir, database_url, args.redis_url, quiet=quiet)
+    tidegate = start_tidegate(prepared, args.workers, workdir, server_cpus, servers)
+    sale = open_sale(tidegate, prepared, args.n, args.c, args.k, quiet=quiet)
+
+    log(f"tidegate: {args.n} holds over {args.c} connections", quiet=quiet)
+    result, server_cpu = measure(tidegate, sale.requests(tidegate.port), args.c, generator_cpus)
+    sold = prepared.sold(sale.slot["id"])
+    tidegate.stop()
+
+    ceiling = start_bare_app(
+        "ceiling app", "ceiling_app:app", prepared.env, workdir, server_cpus, servers
+    )
+    log(f"ceiling: {args.n} requests over {args.c} connections", quiet=quiet)
+    bare, ceiling_cpu = measure(ceiling, sale.requests(ceiling.port), args.c, generator_cpus)
+    ceiling.stop()
+
+    row_lock: dict[str, Any] | None = None
+    problems: list[str] = []
+    if row_lock_url:
+        row_lock, problems = run_row_lock(
+            args, row_lock_url, sale, prepared.env, workdir, (server_cpus, generator_cpus), servers
+        )
+
+    figures = sale_figures(result, args.k, server_cpu)
+    bare_stats = analyse(bare, args.k)
+    ceiling_per_s = rate(len(bare.status), bare.wall_s)
+    report: dict[str, Any] = {
+        "n": args.n,
+        "c": args.c,
+        "k": args.k,
+        "database": "postgresql" if database_url else "sqlite",
+        "redis": "external" if args.redis_url else "embedded",
+        "api_processes": args.workers,
+        "holds_per_s": figures["holds_per_s"],
+        "sold_out_per_s": figures["sold_out_per_s"],
+        "ceiling_per_s": ceiling_per_s,
+        "hold_ratio": ratio(figures["holds_per_s"], ceiling_per_s),
+        "sold_out_ratio": ratio(figures["sold_out_per_s"], ceiling_per_s),
+        "sold": sold,
+        "oversold": max(0, sold - args.k),
+        **{name: value for name, value in figures.items() if name not in ("holds_per_s",)},
         "ceiling_p50_ms": bare_stats["p50_ms"],
         "ceiling_p99_ms": bare_stats["p99_ms"],
-        "server_cpu": server_cpu,
         "ceiling_server_cpu": ceiling_cpu,
-        "generator_cpu": round(result.cpu_s / result.wall_s, 2),
         "ceiling_generator_cpu": round(bare.cpu_s / bare.wall_s, 2),
         "cpus": {"server": sorted(server_cpus), "generator": sorted(generator_cpus)},
         "loadavg_1m": load_before,
-        "slot": slot["id"],
-        "accounts": len(tokens),
+        "slot": sale.slot["id"],
+        "accounts": len(sale.tokens),
     }
-    problems = []
-    if report["errors_5xx"]:
-        problems.append(f"{report['errors_5xx']} answers were 5xx")
-    if sold != expected:
-        problems.append(f"sold {sold} in SQL, expected min(N, K) = {expected}")
-    if stats["created"] != sold:
-        problems.append(f"{stats['created']} answers were 201 but {sold} visitors are active")
-    if report["transport_errors"]:
-        problems.append(f"{report['transport_errors']} requests got no HTTP answer")
+    if row_lock is not None:
+        report["row_lock"] = row_lock
+        report["hold_vs_row_lock"] = ratio(figures["holds_per_s"], row_lock["holds_per_s"])
+        report["sold_out_vs_row_lock"] = ratio(
+            figures["sold_out_per_s"], row_lock["sold_out_per_s"]
+        )
+    problems = sale_problems("tidegate", figures, sold, min(args.n, args.k)) + problems
     if bare_stats["created"] != args.n:
         problems.append(f"the ceiling app answered {bare_stats['statuses']}, not {args.n} × 201")
     report["ok"] = not problems
     report["problems"] = problems
     if problems and not quiet:
         log(f"tidegate log tail:\n{tidegate.log_tail()}", quiet=quiet)
+    if not quiet:
+        log(summary(report), quiet=quiet)
     return report
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+def summary(report: dict[str, Any]) -> str:
+    """The side-by-side table, for people (the JSON line is for tools)."""
+
+    def cell(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    rows = [
+        (
+            "tidegate",
+            report["holds_per_s"],
+            report["sold_out_per_s"],
+            report["p50_ms"],
+            report["p99_ms"],
+            report["sold"],
+        ),
+        (
+            "ceiling",
+            report["ceiling_per_s"],
+            None,
+            report["ceiling_p50_ms"],
+            report["ceiling_p99_ms"],
+            None,
+        ),
+    ]
+    if "row_lock" in report:
+        lock = report["row_lock"]
+        rows.append(
+            (
+                "row lock",
+                lock["holds_per_s"],
+                lock["sold_out_per_s"],
+                lock["p50_ms"],
+                lock["p99_ms"],
+                lock["sold"],
+            )
+        )
+    lines = [
+        f"{'server':<10} {'holds/s':>9} {'sold-out/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'sold':>6}"
+    ]
+    lines += [
+        f"{name:<10} {cell(a):>9} {cell(b):>10} {cell(c):>8} {cell(d):>8} {cell(e):>6}"
+        for name, a, b, c, d, e in rows
+    ]
+    lines.append(
+        f"tidegate/ceiling: holds {cell(report['hold_ratio'])},"
+        f" sold-out {cell(report['sold_out_ratio'])}"
+    )
+    if "row_lock" in report:
+        lines.append(
+            f"tidegate/row lock: holds {cell(report['hold_vs_row_lock'])},"
+            f" sold-out {cell(report['sold_out_vs_row_lock'])}"
+        )
+    return "\n".join(lines)
+
+
+def add_sale_arguments(parser: argparse.ArgumentParser, k_help: str = "places in the slot") -> None:
+    """The sale's size and the engines, as every bench of a sale takes them."""
     parser.add_argument("--n", type=int, default=5000, help="hold requests to send (tourists)")
     parser.add_argument("--c", type=int, default=64, help="concurrent keep-alive connections")
-    parser.add_argument("--k", type=int, default=2000, help="places in the slot")
+    parser.add_argument("--k", type=int, default=2000, help=k_help)
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     parser.add_argument(
         "--database-url", help="a PostgreSQL server (postgresql+asyncpg://…); default: SQLite"
@@ -624,6 +812,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--redis-url", help="a Redis database the bench empties first; default: embedded"
     )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    add_sale_arguments(parser)
     parser.add_argument("--workers", type=int, default=1, help="API processes")
     args = parser.parse_args(argv)
     if args.workers > 1 and not args.redis_url:

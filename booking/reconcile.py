@@ -159,10 +159,20 @@ class Reconciler:
             if plan is None:
                 return False
             await self._counters.rebuild(site_day, plan, epoch=str(to_millis(self._clock.now())))
+            await self._restore_holds(site_day)
             log.info("counters rebuilt", extra={"site_day": str(site_day)})
             return True
         finally:
             await self._counters.unlock(lock)
+
+    async def _restore_holds(self, site_day: SiteDay) -> None:
+        """The claims that count each account's open holds live in Redis only: after a
+        restart, count the day's open holds again. (A hold confirmed between this read and
+        the claim keeps a stale claim until its deadline: stricter, never looser, for minutes.)"""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            holds = await repo.open_holds_of_day(session, site_day.site, site_day.visit_date, now)
+        await self._counters.restore_holds(site_day.site, holds, now=now)
 
     def schedule(self, site_day: SiteDay) -> None:
         """Rebuild in the background, once per site-day at a time (the booking path never waits)."""

@@ -215,6 +215,21 @@ async def first_sales(session: AsyncSession, site_id: str, visit_date: date) -> 
     return {row[0]: row[1] for row in await session.execute(query)}
 
 
+async def open_holds_of_day(
+    session: AsyncSession, site_id: str, visit_date: date, now: datetime
+) -> list[tuple[str, str, datetime]]:
+    """(owner, reservation id, hold deadline) of every hold of a site-day still open."""
+    query = sa.select(
+        col(Reservation.owner_id), col(Reservation.id), col(Reservation.hold_expires_at)
+    ).where(
+        col(Reservation.site_id) == site_id,
+        col(Reservation.visit_date) == visit_date,
+        col(Reservation.status) == ReservationStatus.held.value,
+        col(Reservation.hold_expires_at) > now,
+    )
+    return [(row[0], row[1], row[2]) for row in await session.execute(query)]
+
+
 async def overdue_holds(
     session: AsyncSession, site_id: str, visit_date: date, now: datetime
 ) -> int:

@@ -485,8 +485,11 @@ class Booking:
                         await self._record(session, idempotency, 200, public, now)
                     confirmed = True
                 elif status == ReservationStatus.confirmed:
-                    # Confirming twice is harmless: answer with the reservation as it is.
+                    # Confirming twice is harmless: answer with the reservation as it is,
+                    # and keep that answer in SQL too, so a retry replays it after Redis restarts.
                     public = await self._public(session, reservation_id)
+                    if idempotency is not None:
+                        await self._record(session, idempotency, 200, public, now)
                 elif status == ReservationStatus.expired:
                     raise HoldExpired(f"the hold of {reservation_id} expired")
                 else:

@@ -47,6 +47,8 @@ def _with_room(name: str) -> str:
 
 
 PPM = 1_000_000  # shares of a cap, in millionths, as the counters keep them
+# A limit no account reaches: claims restored from SQL after a restart are never refused.
+_NO_LIMIT = 2**31
 
 
 def release_field(batches: Sequence[tuple[datetime, float]]) -> str:
@@ -393,6 +395,19 @@ class Counters:
                 "confirm or cancel one first",
                 limit=int(reply[1]),
                 per="open-holds",
+            )
+
+    async def restore_holds(
+        self, site: str, holds: Sequence[tuple[str, str, datetime]], *, now: datetime
+    ) -> None:
+        """Count again (owner, reservation, deadline) holds that SQL says are open at a site:
+        after Redis restarted empty, an account's open holds must still count against its
+        limit. Never refused: these holds exist already, whatever the limit says now."""
+        for owner, reservation, until in holds:
+            await self._call(
+                self._claim_hold,
+                [open_holds(owner)],
+                [to_millis(now), site, _NO_LIMIT, reservation, to_millis(until)],
             )
 
     async def end_holds(self, claims: Sequence[tuple[str, str, str]]) -> None:

@@ -60,20 +60,6 @@ PEOPLE = tuple(VisitorIn.model_validate(visitor(7100 + i, name="Model")) for i i
 
 ACTIVE = frozenset({"held", "confirmed", "checked_in"})
 
-# A bug this test found (see test_open_hold_limit_survives_a_redis_restart): the claims that
-# count an account's open holds live only in Redis and no rebuild restores them, so after
-# Redis restarts empty an account may keep more holds open than its limit. While it stands,
-# the model counts what Redis counts (claims made since the last flush); set it to False
-# once the rebuild restores the claims, and the model holds tidegate to the rule itself.
-CLAIMS_LOST_ON_FLUSH = True
-
-# Another (see test_confirming_twice_replays_after_a_redis_restart): a keyed confirm of a
-# reservation already confirmed answers it as it is, but keeps that answer in Redis only, not
-# in SQL with the others; after Redis restarts empty a retry under the key runs again (and
-# answers 409 if the reservation was cancelled meanwhile). While it stands, such requests are
-# not retried; set it to False once the answer is recorded in SQL too.
-REPEATED_CONFIRM_NOT_RECORDED = True
-
 
 def key_of(slot: str) -> str:
     return slot.rsplit(".", 1)[1]
@@ -239,7 +225,8 @@ class Model:
     parties: dict[str, Party] = field(default_factory=dict)
     # Site-days whose counters Redis has (built from SQL); a flush empties this.
     built: set[date] = field(default_factory=lambda: set(DAYS))
-    # Holds whose claims Redis lost in a flush (CLAIMS_LOST_ON_FLUSH).
+    # Holds whose claims against the account's limit Redis lost in a flush: a rebuild of
+    # their day counts them again (from SQL).
     unclaimed: set[str] = field(default_factory=set)
 
     # what is sold
@@ -265,11 +252,14 @@ class Model:
         ]
 
     def flushed(self) -> None:
-        """Redis lost everything: no counters until rebuilt (and, while the bug stands, no
-        hold claims ever)."""
+        """Redis lost everything: no counters and no hold claims until a day is rebuilt."""
         self.built.clear()
-        if CLAIMS_LOST_ON_FLUSH:
-            self.unclaimed.update(p.id for p in self.parties.values() if p.status == "held")
+        self.unclaimed.update(p.id for p in self.parties.values() if p.status == "held")
+
+    def rebuilt(self, *days: date) -> None:
+        """Days rebuilt from SQL: their counters, and the claims of their open holds."""
+        self.built.update(days)
+        self.unclaimed -= {p.id for p in self.parties.values() if p.day in days}
 
     def booked_on(self, day: date, *, owner: str | None = None) -> list[Party]:
         return [p for p in self.active() if p.day == day and owner in (None, p.owner)]

@@ -19,8 +19,8 @@ After every step, whatever happened (ARCHITECTURE §2):
 
 Examples: 200 of up to 50 steps on SQLite, the same 200 every run (TIDEGATE_MODEL_EXAMPLES
 changes the number; TIDEGATE_MODEL_EXPLORE=1 draws new ones, for a soak run); 100 on
-PostgreSQL, which CI runs twice (with Redis 7 and with the cluster). Known bugs it found are
-the xfail tests at the end, and the flags in model_world.py that keep them out of the run.
+PostgreSQL, which CI runs twice (with Redis 7 and with the cluster). The bugs it found are
+the tests at the end, each its shortest sequence, now passing.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ from tests.booking.model_world import (
     MAX_CLOCK,
     NOT_ON_SALE,
     PEOPLE,
-    REPEATED_CONFIRM_NOT_RECORDED,
     SITE,
     SLOTS,
     STAFF,
@@ -262,7 +261,7 @@ class BookingMachine(RuleBasedStateMachine):
         got, receipt = self.attempt(self.send("hold", owner, slot, people, key))
         self.answered("hold", got, expected)
         if got == "capacity-unavailable":
-            model.built.add(day_of(slot))  # the refusal had the day rebuilt
+            model.rebuilt(day_of(slot))  # the refusal had the day rebuilt
         if receipt is None:
             return
         held = receipt.reservation
@@ -301,8 +300,6 @@ class BookingMachine(RuleBasedStateMachine):
             return
         assert not receipt.replayed
         assert receipt.reservation.status == "confirmed"
-        if party.status == "confirmed" and REPEATED_CONFIRM_NOT_RECORDED:
-            return  # its answer would not survive a flush (the known bug): not retried
         party.status = "confirmed"
         self.remember(
             key, Keyed("confirm", party.owner, key or "", party.id, (), receipt.reservation)
@@ -351,7 +348,7 @@ class BookingMachine(RuleBasedStateMachine):
         got, receipt = self.attempt(move)
         self.answered(f"move of a {party.status}", got, expected)
         if got == "capacity-unavailable":
-            self.model.built.add(day_of(slot))
+            self.model.rebuilt(day_of(slot))
         if receipt is None:
             return
         moved = receipt.reservation
@@ -375,7 +372,7 @@ class BookingMachine(RuleBasedStateMachine):
         patch = SitePatch(daily_cap=cap)
         self.run(self.runtime.management.update_site(SITE, patch, actor=STAFF))
         self.model.day_cap = cap
-        self.model.built.update(DAYS)
+        self.model.rebuilt(*DAYS)
 
     @rule()
     def flush_redis(self) -> None:
@@ -388,7 +385,7 @@ class BookingMachine(RuleBasedStateMachine):
     def rebuild(self) -> None:
         """What a restart does: every missing counter rebuilt from SQL, replays reloaded."""
         self.run(start(self.runtime))
-        self.model.built.update(DAYS)
+        self.model.rebuilt(*DAYS)
 
     def _scan(self, pick: int, position: int | None, direction: str) -> None:
         party, model = self.party(pick, "confirmed", "checked_in"), self.model
@@ -467,7 +464,7 @@ class BookingMachine(RuleBasedStateMachine):
                 continue
             lost = day.site_day.visit_date not in self.model.built
             assert (day.missing, day.leaked, day.returned, day.rebuilt) == (0, 0, 0, lost), day
-        self.model.built.update(DAYS)
+        self.model.rebuilt(*DAYS)
 
     # what must hold after every step -----------------------------------------------------
 
@@ -561,8 +558,8 @@ class BookingMachine(RuleBasedStateMachine):
                 continue
             await self._check_counters(site_day, [v for v in active if v.visit_date == day])
 
-        # Each account's open-hold claims are its open holds (once Redis is rebuilt at all).
-        for owner in ACCOUNTS if model.built else ():
+        # Each account's open-hold claims are its open holds (those of days rebuilt since a flush).
+        for owner in ACCOUNTS:
             claims = await runtime.redis.zrangebyscore(
                 open_holds(owner), f"({to_millis(model.now)}", "+inf"
             )
@@ -625,7 +622,7 @@ def test_booking_agrees_with_its_model(world: World) -> None:
     )
 
 
-# bugs the model found, each as its shortest sequence ---------------------------------------
+# bugs the model found, each as its shortest sequence (fixed) -----------------------------
 
 
 @pytest.fixture
@@ -641,11 +638,6 @@ def restart_redis(machine: BookingMachine) -> None:
     machine.run(start(machine.runtime))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: open-hold claims live only in Redis and no rebuild restores them "
-    "(model_world.CLAIMS_LOST_ON_FLUSH)",
-)
 def test_open_hold_limit_survives_a_redis_restart(machine: BookingMachine) -> None:
     owner = ACCOUNTS[0]
     for slot, person in ((SLOTS[0], 0), (SLOTS[2], 1)):  # two holds open: the limit
@@ -657,11 +649,6 @@ def test_open_hold_limit_survives_a_redis_restart(machine: BookingMachine) -> No
     assert got == "account-limit:open-holds"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a keyed confirm of a confirmed reservation keeps its answer in Redis only "
-    "(model_world.REPEATED_CONFIRM_NOT_RECORDED)",
-)
 def test_confirming_twice_replays_after_a_redis_restart(machine: BookingMachine) -> None:
     owner = ACCOUNTS[0]
     got, held = machine.attempt(machine.send("hold", owner, SLOTS[0], (0,)))
@@ -677,7 +664,7 @@ def test_confirming_twice_replays_after_a_redis_restart(machine: BookingMachine)
 
     got, retried = machine.attempt(machine.send("confirm", owner, rid, key="again"))
 
-    assert got == "ok"  # it answers 409 invalid-transition: the confirm ran again
+    assert got == "ok"  # not 409 invalid-transition: the confirm must not run again
     assert retried is not None
     assert retried.replayed
     assert retried.reservation == first.reservation

@@ -190,7 +190,12 @@ class ApiToken(SQLModel, table=True):
 
 
 class Reservation(SQLModel, table=True):
-    __table_args__ = (sa.Index("ix_reservation_hold_expiry", "status", "hold_expires_at"),)
+    __table_args__ = (
+        sa.Index("ix_reservation_hold_expiry", "status", "hold_expires_at"),
+        # A site-day's reservations, as a counter rebuild and the audit read them: without it
+        # each read scans every reservation ever made (35 s to rebuild at 1,000,000).
+        sa.Index("ix_reservation_site_day", "site_id", "visit_date", "status"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     owner_id: str = Field(foreign_key="account.id", index=True, max_length=32)

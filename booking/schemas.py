@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 from types import UnionType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -65,6 +65,8 @@ LocalTime = Annotated[
 
 def _numeric(annotation: Any) -> bool:
     """An int or float field (or an optional one); bool is not a number here."""
+    if get_origin(annotation) is Annotated:  # Weekday and the like: a constrained int
+        annotation = get_args(annotation)[0]
     if annotation in (int, float):
         return True
     args = get_args(annotation)
@@ -72,7 +74,9 @@ def _numeric(annotation: Any) -> bool:
 
 
 def _numbers_in(annotation: Any) -> bool:
-    """A list of numbers (weekdays, ...)."""
+    """A list of numbers (weekdays, ...), or an optional one."""
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_numbers_in(a) for a in get_args(annotation))
     return get_origin(annotation) is list and any(_numeric(a) for a in get_args(annotation))
 
 
@@ -82,15 +86,24 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    # Worked out once per model (not per request): which fields hold numbers, or lists of them.
+    _number_fields: ClassVar[frozenset[str]] = frozenset()
+    _number_lists: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        fields = cls.model_fields.items()
+        cls._number_fields = frozenset(name for name, f in fields if _numeric(f.annotation))
+        cls._number_lists = frozenset(name for name, f in fields if _numbers_in(f.annotation))
+
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        if field is None:
-            return value
-        if _numeric(field.annotation) and isinstance(value, str | bool):
+        name = info.field_name
+        if name in cls._number_fields and isinstance(value, str | bool):
             raise PydanticCustomError("number_type", "Input should be a JSON number")
-        listed = _numbers_in(field.annotation) and isinstance(value, list)
+        listed = name in cls._number_lists and isinstance(value, list)
         if listed and any(isinstance(item, str | bool) for item in value):
             raise PydanticCustomError("number_type", "Items should be JSON numbers")
         return value

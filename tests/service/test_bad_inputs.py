@@ -111,6 +111,8 @@ CASES = [
         who="admin", json={"capacity": 10**30}, where=("capacity", "less_than_equal")),
     Bad("capacity fractional", "PATCH", f"/v1/slots/{YONGHE_10}", 422, "validation-failed",
         who="admin", json={"capacity": 2.5}, where=("capacity", "int_from_float")),
+    Bad("weekdays as text", "PATCH", "/v1/sites/yonghe-temple", 422, "validation-failed",
+        who="admin", json={"closed_weekdays": ["1"]}, where=("closed_weekdays", "number_type")),
     # times at a site
     Bad("opening time with an offset", "PATCH", "/v1/sites/yonghe-temple", 422,
         "validation-failed", who="admin", json={"opens": "09:00+08:00"},

@@ -221,6 +221,17 @@ async def post(
     return Answer.of(response, sent)
 
 
+async def two_holds(client: httpx.AsyncClient, tourist: dict[str, str]) -> tuple[str, str]:
+    """Two holds of one visitor each: one to confirm and one to cancel."""
+    made = [
+        await post(client, "/v1/reservations", tourist, {"slot_id": SLOT, "visitors": [v]})
+        for v in (visitor(), visitor())
+    ]
+    assert [a.status for a in made] == [201, 201]
+    first, second = (a.reservation or "" for a in made)
+    return first, second
+
+
 async def until_not_in_flight(
     request: Callable[[], Coroutine[Any, Any, Answer]], *, within: float = 45.0
 ) -> Answer:
@@ -626,12 +637,7 @@ async def test_retries_after_a_crash_between_commit_and_answer_replay_the_commit
     with serving(env, tmp_path / "first.log") as served:
         (tourist,) = open_sale(served.url, admin, capacity=10, tourists=1)
         async with httpx.AsyncClient(base_url=served.url, timeout=60) as client:
-            made = [
-                await post(client, "/v1/reservations", tourist, {"slot_id": SLOT, "visitors": [v]})
-                for v in (visitor(), visitor())
-            ]
-            assert [a.status for a in made] == [201, 201]
-            to_confirm, to_cancel = (a.reservation or "" for a in made)
+            to_confirm, to_cancel = await two_holds(client, tourist)
             owner = (await reservations(env))[to_confirm][2]
             new_hold = {"slot_id": SLOT, "visitors": [visitor()]}
             keys = {"hold": "crash-hold", "confirm": "crash-confirm", "cancel": "crash-cancel"}
@@ -833,12 +839,7 @@ async def test_database_failing_a_confirm_or_a_cancel_changes_nothing(
     with serving(env, tmp_path / "serve.log") as served:
         (tourist,) = open_sale(served.url, admin, capacity=10, tourists=1)
         async with httpx.AsyncClient(base_url=served.url, timeout=60) as client:
-            made = [
-                await post(client, "/v1/reservations", tourist, {"slot_id": SLOT, "visitors": [v]})
-                for v in (visitor(), visitor())
-            ]
-            assert [a.status for a in made] == [201, 201]
-            to_confirm, to_cancel = (a.reservation or "" for a in made)
+            to_confirm, to_cancel = await two_holds(client, tourist)
             before = await Counted.now(env, served.url)
 
             def confirm() -> Coroutine[Any, Any, Answer]:

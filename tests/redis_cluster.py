@@ -22,7 +22,7 @@ from redis import Redis
 from redis.exceptions import BusyLoadingError, ConnectionError
 from redis.exceptions import TimeoutError as NoAnswer
 
-from tests.service.processes import free_port
+from tests.service.processes import free_port, stop_process
 
 SLOTS = 16384
 MASTERS = 3
@@ -128,12 +128,9 @@ class RedisClusterProcesses:
 
     def stop(self) -> None:
         for process in self._processes:
-            process.terminate()
+            process.terminate()  # all at once, then wait for each
         for process in self._processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process, timeout=10)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> RedisClusterProcesses:

@@ -24,6 +24,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(
+    process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 30
+) -> None:
+    """Ask a process to end (`sig`), and kill it if it has not within `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def cli(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
         [*TIDEGATE, *args], env=env, capture_output=True, text=True, check=False, timeout=120
@@ -95,12 +109,6 @@ def serving_shared(settings: Settings, *, workers: int = 2) -> Iterator[str]:
         wait_ready(url, process, lambda: process.stderr.read().decode() if process.stderr else "")
         yield url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         if process.stderr:
             process.stderr.close()

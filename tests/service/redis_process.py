@@ -17,7 +17,7 @@ from redis.exceptions import BusyLoadingError, ConnectionError
 from redis.exceptions import TimeoutError as NoAnswer
 
 from tests.redis_cluster import server_binary
-from tests.service.processes import free_port
+from tests.service.processes import free_port, stop_process
 
 
 class RedisProcess:
@@ -95,13 +95,8 @@ class RedisProcess:
             client.execute_command("CLIENT UNPAUSE")
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            stop_process(self._process, timeout=10)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> RedisProcess:

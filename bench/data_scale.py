@@ -200,9 +200,12 @@ def measure_size(
             tidegate, sale.requests(tidegate.port), args.c, generator_cpus
         )
         sold = prepared.sold(sale.slot["id"])
+        flash_sale.log(f"{size}: tidegate audit", quiet=quiet)
+        audited = flash_sale.audit(prepared)
         tidegate.stop()
         figures = flash_sale.sale_figures(result, args.k, cpu)
         problems = flash_sale.sale_problems(f"{size}", figures, sold, min(args.n, args.k))
+        problems += flash_sale.audit_problems(f"{size}", audited)
 
         flash_sale.log(f"{size}: counter rebuilds", quiet=quiet)
         with redis_for_rebuild(args.redis_url, workdir) as redis_url:
@@ -239,6 +242,7 @@ def measure_size(
         "slot": sale.slot["id"],
         **proofs,
         **rebuilds,
+        **audited,
         "problems": problems,
     }
 
@@ -265,6 +269,8 @@ def summary(report: dict[str, Any]) -> str:
         ("rebuild_palace_s", "rebuild Palace s"),
         ("smallest_day_visitors", "smallest day visitors"),
         ("rebuild_smallest_s", "rebuild smallest s"),
+        ("audit_clean", "audit clean"),
+        ("audit_s", "audit s"),
     ]
     runs = report["runs"]
     lines = [f"{'':<22}" + "".join(f"{run['reservations']:>14}" for run in runs)]

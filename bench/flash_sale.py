@@ -15,7 +15,9 @@ What is measured
     (`bench/ceiling_app.py`: uvicorn, one worker, uvloop + httptools, no access log): its rate
     is the ceiling of the framework on this machine, and the two ratios say how much of it
     tidegate keeps. Correctness is checked in SQL afterwards: exactly min(N, K) active
-    visitors in the slot, as many as `201` answers, and nothing oversold.
+    visitors in the slot, as many as `201` answers, and nothing oversold; then `tidegate
+    audit` compares the whole database with Redis (oversold, drift, orphaned holds) and the
+    run fails on any finding. `data_scale.py` ends each of its sizes the same way.
 
 Why a raw-socket generator
     On a 2-core machine the client competes with the server for CPU. A general-purpose client
@@ -521,6 +523,39 @@ def prepare_tidegate(
     return Prepared(env, data_dir, database_url, admin_token)
 
 
+# What `tidegate audit --json` counts; any of them above 0 is a finding.
+AUDIT_FINDINGS = ("oversold", "over_lowered_cap", "missing", "leaked", "orphaned_holds")
+
+
+def audit(prepared: Prepared) -> dict[str, Any]:
+    """Every run ends with `tidegate audit` of its database against its Redis (so, with the
+    embedded Redis, while the server still runs it): its findings and how long it took."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*tidegate_command(), "audit", "--json"],
+        env=prepared.env,
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode not in (0, 1):  # 0 clean, 1 findings; 2 could not reach a store
+        raise RuntimeError(f"tidegate audit failed:\n{done.stderr}")
+    found = json.loads(done.stdout)
+    return {
+        "audit_clean": found["clean"],
+        "audit_site_days": found["site_days"],
+        **{f"audit_{name}": found[name] for name in AUDIT_FINDINGS},
+        "audit_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def audit_problems(name: str, audited: dict[str, Any]) -> list[str]:
+    if audited["audit_clean"]:
+        return []
+    findings = {key: audited[f"audit_{key}"] for key in AUDIT_FINDINGS}
+    return [f"{name}: tidegate audit found {findings}"]
+
+
 def start_tidegate(
     prepared: Prepared,
     workers: int,
@@ -684,6 +719,7 @@ def bench_on(
     log(f"tidegate: {args.n} holds over {args.c} connections", quiet=quiet)
     result, server_cpu = measure(tidegate, sale.requests(tidegate.port), args.c, generator_cpus)
     sold = prepared.sold(sale.slot["id"])
+    audited = audit(prepared)
     tidegate.stop()
 
     ceiling = start_bare_app(
@@ -726,6 +762,7 @@ def bench_on(
         "loadavg_1m": load_before,
         "slot": sale.slot["id"],
         "accounts": len(sale.tokens),
+        **audited,
     }
     if row_lock is not None:
         report["row_lock"] = row_lock
@@ -734,6 +771,7 @@ def bench_on(
             figures["sold_out_per_s"], row_lock["sold_out_per_s"]
         )
     problems = sale_problems("tidegate", figures, sold, min(args.n, args.k)) + problems
+    problems += audit_problems("tidegate", audited)
     if bare_stats["created"] != args.n:
         problems.append(f"the ceiling app answered {bare_stats['statuses']}, not {args.n} × 201")
     report["ok"] = not problems
@@ -788,6 +826,7 @@ def summary(report: dict[str, Any]) -> str:
         f"{name:<10} {cell(a):>9} {cell(b):>10} {cell(c):>8} {cell(d):>8} {cell(e):>6}"
         for name, a, b, c, d, e in rows
     ]
+    lines.append(f"tidegate audit: {'clean' if report['audit_clean'] else 'FINDINGS'}")
     lines.append(
         f"tidegate/ceiling: holds {cell(report['hold_ratio'])},"
         f" sold-out {cell(report['sold_out_ratio'])}"

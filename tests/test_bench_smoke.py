@@ -45,6 +45,14 @@ def run_bench(script: str, *args: str) -> dict[str, Any]:
     return report
 
 
+def assert_audited(run: dict[str, Any]) -> None:
+    """The run ended with `tidegate audit`, which found its database and Redis in agreement."""
+    findings = ("oversold", "over_lowered_cap", "missing", "leaked", "orphaned_holds")
+    assert run["audit_clean"] is True
+    assert {name: run[f"audit_{name}"] for name in findings} == dict.fromkeys(findings, 0)
+    assert run["audit_site_days"] > 0
+
+
 def positive(*values: Any) -> bool:
     return all(isinstance(v, int | float) and v > 0 for v in values)
 
@@ -57,6 +65,7 @@ def test_flash_sale_reports_tidegate_against_the_ceiling() -> None:
     assert positive(report["holds_per_s"], report["sold_out_per_s"], report["ceiling_per_s"])
     assert positive(report["hold_ratio"], report["p50_ms"], report["p99_ms"])
     assert "row_lock" not in report  # SQLite: no row-lock server
+    assert_audited(report)
 
 
 @needs_postgresql
@@ -73,6 +82,7 @@ def test_flash_sale_runs_tidegate_ceiling_and_row_lock_side_by_side() -> None:
     assert positive(lock["holds_per_s"], lock["sold_out_per_s"], lock["p50_ms"], lock["p99_ms"])
     assert positive(report["hold_vs_row_lock"], report["sold_out_vs_row_lock"])
     assert positive(report["hold_ratio"], report["sold_out_ratio"])
+    assert_audited(report)
 
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=needs_postgresql)])
@@ -97,3 +107,4 @@ def test_data_scale_reports_booking_cost_and_rebuild_times_per_size(database: st
         assert run["rebuild_all_site_days"] >= run["coming_site_days"] > 0
         # A quarter of the visitors sell out a Palace Museum day (its cap at full size).
         assert run["palace_day_visitors"] == run["active_visitors"] // 4
+        assert_audited(run)

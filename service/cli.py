@@ -45,6 +45,23 @@ def serve(
             "flight) may take to finish before they are cancelled",
         ),
     ] = 30,
+    keep_alive_seconds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="How long an idle connection stays open. Longer than the clients' and the "
+            "proxy's own idle timeouts, so that the server never closes a connection that a "
+            "client is about to send a booking on",
+        ),
+    ] = 65,
+    healthcheck_seconds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --workers above 1: how long an API process may take to answer the "
+            "supervisor's health check before it is killed and replaced",
+        ),
+    ] = 30,
     log_format: Annotated[
         LogFormat, typer.Option(help="Log lines on stderr: JSON, or text for a terminal")
     ] = LogFormat.json,
@@ -81,6 +98,12 @@ def serve(
         # Applied again in every process uvicorn starts; none of uvicorn's own text handlers.
         log_config=logs.config(settings.log_level, log_format),
         timeout_graceful_shutdown=graceful_seconds,
+        # uvicorn's 5 s equals httpx's and many proxies' idle timeout: the server would close
+        # a connection at the moment a client reuses it, and that request fails unanswered.
+        timeout_keep_alive=keep_alive_seconds,
+        # uvicorn's 5 s kills a process that is busy, not hung, in the middle of a sell-out
+        # rush on a loaded machine, and with it every booking it was answering.
+        timeout_worker_healthcheck=healthcheck_seconds,
     )
 
 

@@ -4,6 +4,7 @@ on the embedded defaults (SQLite file + embedded redis-server), spoken to over r
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -84,6 +85,23 @@ def test_served_on_embedded_defaults_books_over_real_http(
         )
         assert changed.json()["remaining"] == 0
         assert client.get("/metrics").text.count("tidegate_holds_expired_total") >= 1
+
+
+def test_an_idle_connection_outlives_the_clients_idle_timeout(
+    server: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """One connection, idle for 6 s (more than httpx's and uvicorn's default 5 s): the server
+    has kept it open, so a client that reuses it still gets its answer."""
+    url, _ = server
+    port = int(url.rsplit(":", 1)[1])
+    request = b"GET /healthz HTTP/1.1\r\nHost: tidegate\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        answers = []
+        for pause in (6, 0):
+            connection.sendall(request)
+            answers.append(connection.recv(4096).split(b"\r\n", 1)[0])
+            time.sleep(pause)
+    assert answers == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
 
 
 def test_embedded_redis_stops_with_the_server(

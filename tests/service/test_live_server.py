@@ -3,8 +3,8 @@ on the embedded defaults (SQLite file + embedded redis-server), spoken to over r
 
 from __future__ import annotations
 
+import http.client
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -93,15 +93,23 @@ def test_an_idle_connection_outlives_the_clients_idle_timeout(
     """One connection, idle for 6 s (more than httpx's and uvicorn's default 5 s): the server
     has kept it open, so a client that reuses it still gets its answer."""
     url, _ = server
-    port = int(url.rsplit(":", 1)[1])
-    request = b"GET /healthz HTTP/1.1\r\nHost: tidegate\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-        answers = []
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+    try:
+        statuses = []
+        sockets = []
         for pause in (6, 0):
-            connection.sendall(request)
-            answers.append(connection.recv(4096).split(b"\r\n", 1)[0])
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+            sockets.append(connection.sock)
             time.sleep(pause)
-    assert answers == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
+    finally:
+        connection.close()
+    assert statuses == [200, 200]
+    # The same socket both times: http.client opens a new one only once it has closed the
+    # first, and it keeps a kept-alive connection open.
+    assert sockets[0] is sockets[1]
 
 
 def test_embedded_redis_stops_with_the_server(

@@ -50,7 +50,6 @@ from booking.reconcile import Reconciler
 from booking.schemas import DrawEntryPublic, DrawPublic, VisitorIn, kept_visitors
 from booking.service import Booking, Named
 from capacity.clock import Clock
-from capacity.counters import Counters
 from capacity.errors import (
     CapacityUnavailable,
     DuplicateVisitor,
@@ -80,12 +79,10 @@ class Draws:
         *,
         sessions: async_sessionmaker[AsyncSession],
         booking: Booking,
-        counters: Counters,
         reconciler: Reconciler,
         clock: Clock,
     ) -> None:
         self._sessions = sessions
-        self._counters = counters
         self._booking = booking
         self._reconciler = reconciler
         self._clock = clock
@@ -143,12 +140,9 @@ class Draws:
         draw, created = await self._draw_for(site, site_day, opens)
         if draw.status == DrawStatus.served:
             raise DrawNotOpen("the draw is over: the date is on general sale, book it directly")
-        if created and not await self._reconciler.rebuild(site_day):
-            # The day's counters must refuse any other sale until the draw is served: if
-            # another process is rebuilding them (from SQL read before the draw existed,
-            # maybe), they fail closed until rebuilt again.
-            await self._counters.forget(site_day)
-            self._reconciler.schedule(site_day)
+        if created:
+            # The day's counters must refuse any other sale until the draw is served.
+            await self._reconciler.rebuild_after_change(site_day)
         entry = DrawEntry(
             public_id=secrets.token_hex(16),
             draw_id=draw.id or 0,
@@ -294,9 +288,7 @@ class Draws:
         if done:
             # The day goes on general sale: its counters stop refusing other sales.
             site_day = SiteDay(draw.site_id, draw.visit_date)
-            if not await self._reconciler.rebuild(site_day):
-                await self._counters.forget(site_day)
-                self._reconciler.schedule(site_day)
+            await self._reconciler.rebuild_after_change(site_day)
             log.info("draw of %s served: on general sale", site_day)
         return served
 

@@ -326,7 +326,7 @@ class Gates:
         if stop:
             # Sales stop for the rest of the day: the day's counters are rebuilt closed.
             try:
-                await self._reconciler.rebuild(site_day)
+                await self._reconciler.rebuild_after_change(site_day)
             except CapacityUnavailable:
                 log.warning("sales stop waits for the reconciler: Redis unreachable")
 

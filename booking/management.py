@@ -508,7 +508,7 @@ class Management:
         """Rebuild the counters of these days from SQL (the reconciler retries on failure)."""
         for site_day in sorted(days, key=str):
             try:
-                await self._reconciler.rebuild(site_day)
+                await self._reconciler.rebuild_after_change(site_day)
             except CapacityUnavailable:
                 log.warning("counters not rebuilt: Redis unreachable for %s", site_day)
 

@@ -149,10 +149,36 @@ class Reconciler:
 
     async def rebuild(self, site_day: SiteDay) -> bool:
         """Rebuild one site-day from SQL; False if another replica is already doing it."""
-        lock = site_day.rebuild_lock
-        if not await self._counters.try_lock(lock, ttl_ms=30_000):
-            return False
-        try:
+        return bool(await self._rebuild_if_free(site_day))
+
+    async def rebuild_after_change(
+        self, site_day: SiteDay, *, wait: timedelta = timedelta(seconds=10)
+    ) -> bool:
+        """Rebuild one site-day after a change committed to SQL (pools, a closure, a draw).
+
+        A rebuild already running elsewhere (the periodic reconciler, another API process)
+        may have read SQL before the change: its counters would miss it. So the day fails
+        closed, this waits for that rebuild to finish and rebuilds again; should it outlast
+        `wait`, the rebuild goes on in the background and the day stays closed until then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait.total_seconds()
+        built = await self._rebuild_if_free(site_day)
+        if built is not None:
+            return built
+        await self._counters.forget(site_day)
+        while loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            built = await self._rebuild_if_free(site_day)
+            if built is not None:
+                return built
+        self.schedule(site_day)
+        return False
+
+    async def _rebuild_if_free(self, site_day: SiteDay) -> bool | None:
+        """None if another replica holds the day's rebuild lock."""
+        async with self._counters.lease(site_day.rebuild_lock, ttl_ms=30_000) as taken:
+            if not taken:
+                return None
             # Fail closed while SQL is read: bookings answer 503 instead of using old counters.
             await self._counters.forget(site_day)
             plan = await self._plan(site_day)
@@ -162,8 +188,6 @@ class Reconciler:
             await self._restore_holds(site_day)
             log.info("counters rebuilt", extra={"site_day": str(site_day)})
             return True
-        finally:
-            await self._counters.unlock(lock)
 
     async def _restore_holds(self, site_day: SiteDay) -> None:
         """The claims that count each account's open holds live in Redis only: after a

@@ -715,10 +715,7 @@ class Booking:
             if new.site_day == old.site_day:
                 # The old units were given back in the same step as the new ones were taken;
                 # SQL, where the reservation is still in its old slot, says which are whose.
-                if not await self._reconciler.rebuild(old.site_day):
-                    # Another process holds the rebuild: fail closed until it is rebuilt.
-                    await self._counters.forget(old.site_day)
-                    self._reconciler.schedule(old.site_day)
+                await self._reconciler.rebuild_after_change(old.site_day)
                 return
             await self._counters.release(
                 new.site_day,

@@ -193,7 +193,6 @@ class Runtime:
             draws=Draws(
                 sessions=sessions,
                 booking=booking,
-                counters=counters,
                 reconciler=reconciler,
                 clock=clock,
             ),

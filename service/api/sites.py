@@ -83,7 +83,7 @@ async def change_slot(
     if pools_changed:
         ref = parse_slot_id(slot_id)
         assert ref is not None  # the slot exists
-        await runtime.reconciler.rebuild(ref.site_day)
+        await runtime.reconciler.rebuild_after_change(ref.site_day)
     # A raised cap serves the slot's waitlist first.
     await runtime.waitlist.offer([slot_id])
     return await catalog.slot(slot_id)

@@ -260,6 +260,44 @@ async def test_changed_cap_in_sql_rebuilds_the_day(runtime: Runtime) -> None:
     assert await left_in(runtime, YONGHE, KEY_10) == 10
 
 
+async def test_a_change_made_while_another_process_rebuilds_the_day_is_counted(
+    runtime: Runtime,
+) -> None:
+    # Another process is rebuilding the day, from SQL it may have read before the change.
+    assert await runtime.counters.try_lock(YONGHE.rebuild_lock, ttl_ms=30_000)
+    async with runtime.sessions() as session, session.begin():
+        await repository.set_slot_capacity(session, YONGHE_10, 10)
+    after = asyncio.create_task(runtime.reconciler.rebuild_after_change(YONGHE))
+    # The day fails closed while the other rebuild runs, and this one waits for it.
+    for _ in range(500):
+        if await runtime.counters.load(YONGHE) is None:
+            break
+        await asyncio.sleep(0.01)
+    assert await runtime.counters.load(YONGHE) is None
+    await asyncio.sleep(0.2)
+    assert not after.done()
+    await runtime.counters.unlock(YONGHE.rebuild_lock)
+    assert await asyncio.wait_for(after, 5) is True
+    assert await left_in(runtime, YONGHE, KEY_10) == 10
+    assert await runtime.counters.snapshot(YONGHE) == await sql_snapshot(runtime, YONGHE)
+
+
+async def test_a_rebuild_that_outlasts_the_wait_leaves_the_day_closed_until_rebuilt(
+    runtime: Runtime,
+) -> None:
+    assert await runtime.counters.try_lock(YONGHE.rebuild_lock, ttl_ms=30_000)
+    async with runtime.sessions() as session, session.begin():
+        await repository.set_slot_capacity(session, YONGHE_10, 10)
+    waited = timedelta(milliseconds=300)
+    assert await runtime.reconciler.rebuild_after_change(YONGHE, wait=waited) is False
+    await runtime.reconciler.wait_pending()
+    assert await runtime.counters.load(YONGHE) is None  # closed: no sale on old counters
+    await runtime.counters.unlock(YONGHE.rebuild_lock)
+    day = day_of(await runtime.reconciler.reconcile(), YONGHE)
+    assert day.rebuilt is True
+    assert await left_in(runtime, YONGHE, KEY_10) == 10
+
+
 async def test_flushed_redis_is_rebuilt_for_every_active_day_by_reconcile(
     runtime: Runtime, client: httpx.AsyncClient, tourist: dict[str, str]
 ) -> None:

@@ -99,7 +99,12 @@ class Strict(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+    def _plain_json_values(cls, value: Any, info: ValidationInfo) -> Any:
+        # PostgreSQL's text cannot hold a NUL: refused here, naming the field, not there.
+        if isinstance(value, str) and "\x00" in value:
+            raise PydanticCustomError("string_nul", "must not contain a NUL character")
+        if isinstance(value, list) and any(isinstance(v, str) and "\x00" in v for v in value):
+            raise PydanticCustomError("string_nul", "items must not contain a NUL character")
         name = info.field_name
         if name in cls._number_fields and isinstance(value, str | bool):
             raise PydanticCustomError("number_type", "Input should be a JSON number")

@@ -36,6 +36,7 @@ from service.logs import RequestIds
 from service.metrics import RequestTimer
 from service.runtime import Runtime
 from service.settings import Settings
+from service.text_rules import NoNulCharacters
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.state.runtime = runtime
     # Every body here is a small JSON object; anything bigger is refused unread (413).
     app.add_middleware(BodyRules, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(NoNulCharacters)
     app.add_middleware(RequestTimer)
     errors.install(app)
     modules = (

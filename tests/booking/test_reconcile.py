@@ -260,13 +260,18 @@ async def test_changed_cap_in_sql_rebuilds_the_day(runtime: Runtime) -> None:
     assert await left_in(runtime, YONGHE, KEY_10) == 10
 
 
-async def test_a_change_made_while_another_process_rebuilds_the_day_is_counted(
-    runtime: Runtime,
-) -> None:
-    # Another process is rebuilding the day, from SQL it may have read before the change.
+async def cap_changed_while_another_process_rebuilds(runtime: Runtime) -> None:
+    """Another process holds the day's rebuild, from SQL it may have read before the cap of
+    10:00 went down to 10."""
     assert await runtime.counters.try_lock(YONGHE.rebuild_lock, ttl_ms=30_000)
     async with runtime.sessions() as session, session.begin():
         await repository.set_slot_capacity(session, YONGHE_10, 10)
+
+
+async def test_a_change_made_while_another_process_rebuilds_the_day_is_counted(
+    runtime: Runtime,
+) -> None:
+    await cap_changed_while_another_process_rebuilds(runtime)
     after = asyncio.create_task(runtime.reconciler.rebuild_after_change(YONGHE))
     # The day fails closed while the other rebuild runs, and this one waits for it.
     for _ in range(500):
@@ -285,9 +290,7 @@ async def test_a_change_made_while_another_process_rebuilds_the_day_is_counted(
 async def test_a_rebuild_that_outlasts_the_wait_leaves_the_day_closed_until_rebuilt(
     runtime: Runtime,
 ) -> None:
-    assert await runtime.counters.try_lock(YONGHE.rebuild_lock, ttl_ms=30_000)
-    async with runtime.sessions() as session, session.begin():
-        await repository.set_slot_capacity(session, YONGHE_10, 10)
+    await cap_changed_while_another_process_rebuilds(runtime)
     waited = timedelta(milliseconds=300)
     assert await runtime.reconciler.rebuild_after_change(YONGHE, wait=waited) is False
     await runtime.reconciler.wait_pending()

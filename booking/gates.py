@@ -326,7 +326,8 @@ class Gates:
         if stop:
             # Sales stop for the rest of the day: the day's counters are rebuilt closed.
             try:
-                await self._reconciler.rebuild_after_change(site_day)
+                # A gate does not wait: closed now, rebuilt in the background if busy.
+                await self._reconciler.rebuild_after_change(site_day, wait=timedelta(0))
             except CapacityUnavailable:
                 log.warning("sales stop waits for the reconciler: Redis unreachable")
 

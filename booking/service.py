@@ -715,7 +715,8 @@ class Booking:
             if new.site_day == old.site_day:
                 # The old units were given back in the same step as the new ones were taken;
                 # SQL, where the reservation is still in its old slot, says which are whose.
-                await self._reconciler.rebuild_after_change(old.site_day)
+                # The tourist does not wait: closed now, rebuilt in the background if busy.
+                await self._reconciler.rebuild_after_change(old.site_day, wait=timedelta(0))
                 return
             await self._counters.release(
                 new.site_day,

@@ -95,19 +95,23 @@ async def _domain(request: Request, error: Exception) -> JSONResponse:
     )
 
 
-async def _validation(request: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, RequestValidationError)
+def validation_problem(errors: list[dict[str, str]], *, instance: str) -> JSONResponse:
+    """422 naming the field and the rule of each error (`field_errors`' shape)."""
     REFUSALS.labels("validation-failed").inc()
-    errors = field_errors(error.errors())
     first = errors[0] if errors else {"field": "body", "rule": "invalid", "message": "invalid"}
     return problem(
         status=422,
         code="validation-failed",
         title="The request is not valid",
         detail=f"{first['field']}: {first['message']} ({first['rule']})",
-        instance=request.url.path,
+        instance=instance,
         errors=errors,
     )
+
+
+async def _validation(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return validation_problem(field_errors(error.errors()), instance=request.url.path)
 
 
 # FastAPI's answer to a body json.loads could not decode (not UTF-8, nested too deep): the

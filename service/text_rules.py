@@ -9,8 +9,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import problem
-from service.metrics import REFUSALS
+from service.errors import validation_problem
 
 NUL = "\x00"
 RULE = "string_nul"
@@ -25,17 +24,9 @@ class NoNulCharacters:
         if scope["type"] == "http":
             where = _nul_in(scope)
             if where is not None:
-                REFUSALS.labels("validation-failed").inc()
                 place, field = where
                 error = {"in": place, "field": field, "rule": RULE, "message": MESSAGE}
-                response = problem(
-                    status=422,
-                    code="validation-failed",
-                    title="The request is not valid",
-                    detail=f"{field}: {MESSAGE} ({RULE})",
-                    instance=scope["path"].replace(NUL, ""),
-                    errors=[error],
-                )
+                response = validation_problem([error], instance=scope["path"].replace(NUL, ""))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
